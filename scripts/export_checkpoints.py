@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Copy trained weights from runs/ into checkpoints/ under a new versioned name, record their SHA-256 in
+checkpoints/MANIFEST.json, and write a training report next to them. The only way files get there.
+
+    python scripts/export_checkpoints.py --landmarks runs/landmarks-whisper.safetensors --name landmarks-v1
+    python scripts/export_checkpoints.py --texture runs/texture-128.safetensors --name texture-v1
+"""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from talkingface import checkpoints
+
+
+def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
+    info = meta["info"]
+    lines = [f"# {name}: training report", "", f"- model: `{kind}`, config: `{json.dumps(meta['config'])}`"]
+    if kind == "landmarks":
+        lines += [
+            f"- data: {len(info['train_clips'])} training clips of {len(info['train_speakers'])} speakers "
+            f"(../shared/data/videos, speaker-disjoint from validation); feature: {info['feature']}",
+            f"- training: {info['steps']} steps, batch {info['batch']} x {info['window']} frames, AdamW lr "
+            f"{info['lr']}, weight decay {info['weight_decay']}, {info['seconds']} s on the machine that ran it",
+            f"- PCA of speaker-normalized offsets: {meta['config']['n_pca']} components explain "
+            f"{100 * info['pca_explained']:.1f} %",
+            f"- audio/video offsets corrected on {len(info.get('av_shifts', {}))} training clips: "
+            f"{json.dumps(info.get('av_shifts', {}))}",
+            "", "## Validation (speakers never trained on; landmark level)", "",
+            "| method | r opening (lag 0) | r width (lag 0) | lip dist / iod |", "|---|---|---|---|",
+        ]
+        for m, s in info["val_summary"].items():
+            lines.append(f"| {m} | {s['r_open']:.3f} ({s['r_open_lag0']:.3f}) | {s['r_width']:.3f} "
+                         f"({s['r_width_lag0']:.3f}) | {s['lip_dist']:.4f} |")
+        keys = ("loss", "pos", "vel")
+    else:
+        lines += [
+            f"- data: {info['train_frames']} frames of {len(info['train_clips'])} training clips (|yaw| < 35 deg)",
+            f"- training: {info['steps']} steps, batch {info['batch']}, Adam lr {info['lr']}, L1-only warm-up "
+            f"{info['warmup']} steps, adversarial weight {info['adv_weight']}, feature matching {info['fm_weight']}, "
+            f"lip L1 weight {info['lip_weight']}, EMA {info['ema']}; {info['seconds']} s on the machine that ran it",
+            f"- held-out speakers (reference = another frame of the clip): L1 in the painted area "
+            f"{info['val_l1_mask']:.4f}, on the lips {info['val_l1_lips']:.4f} (images in [-1, 1])",
+        ]
+        keys = ("l1", "l1_lips", "adv", "fm", "d")
+    lines += ["", "## Training losses", "", "| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    picks = sorted({int(i) for i in np.linspace(0, len(history) - 1, min(12, len(history)))})
+    for i in picks:
+        h = history[i]
+        lines.append(f"| {h['step']} | " + " | ".join(f"{h[k]:.4f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--landmarks", help="runs/landmarks-*.safetensors")
+    src.add_argument("--texture", help="runs/texture-*.safetensors")
+    ap.add_argument("--name", required=True, help="versioned name, e.g. landmarks-v1 (never reused)")
+    ap.add_argument("--dir", default=str(checkpoints.DEFAULT_DIR))
+    args = ap.parse_args()
+    kind = "landmarks" if args.landmarks else "texture"
+    source = Path(args.landmarks or args.texture)
+    _, meta = checkpoints.read_checkpoint(source)
+    if meta["model"] != kind:
+        raise SystemExit(f"{source} holds a {meta['model']} model, not {kind}")
+    history = json.loads(source.with_suffix(".json").read_text())["history"]
+    directory = Path(args.dir)
+    directory.mkdir(exist_ok=True)
+    file = f"{args.name}.safetensors"
+    if (directory / file).exists():
+        raise SystemExit(f"{directory / file} exists: a new model gets a new version")
+    shutil.copyfile(source, directory / file)
+    (directory / f"{args.name}.md").write_text(report(args.name, kind, meta, history))
+    checkpoints.add_to_manifest(directory, args.name, file, model=kind,
+                                info={"report": f"{args.name}.md", "config": meta["config"]})
+    print(f"exported {directory / file} ({(directory / file).stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Train the audio -> mouth landmark LSTM on a prepared dataset (scripts/prepare_data.py).
+
+    python scripts/train_landmarks.py                          # whisper features, 3000 steps -> runs/
+    python scripts/train_landmarks.py --cv 4                   # speaker-grouped CV on the TRAIN split only
+    python scripts/train_landmarks.py --feature logmel
+
+Model selection (feature kind, sizes) uses --cv on the training speakers; the validation speakers are
+only scored, never tuned on. Writes runs/landmarks-<feature>.safetensors and a JSON log beside it.
+"""
+import argparse
+import json
+import logging
+import os
+
+import numpy as np
+
+from talkingface.checkpoints import save_module
+from talkingface.landmarks import LandmarkConfig
+from talkingface.training import landmark_training as lt
+
+
+def evaluate(model, clips, direction) -> list[dict]:
+    import torch
+
+    rows = []
+    for c in clips:
+        off = model.predict(torch.from_numpy(c.feats)).numpy()  # (T, 59, 3)
+        pred = c.neutral + off
+        static = np.repeat(c.neutral[None], len(c.mouth), axis=0)
+        energy = c.neutral + lt.energy_z(c.energy)[:, None, None] * direction
+        for method, track in (("model", pred), ("static", static), ("energy", energy)):
+            rows.append({"clip": c.name, "speaker": c.speaker, "method": method, **lt.score(track, c.mouth, c.valid)})
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    out = {}
+    for method in ("model", "static", "energy"):
+        rs = [r for r in rows if r["method"] == method]
+        out[method] = {k: float(np.mean([r[k] for r in rs])) for k in
+                       ("r_open", "r_open_lag0", "r_width", "r_width_lag0", "lip_dist")}
+    return out
+
+
+def print_summary(title: str, summary: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'method':8s} {'r_open':>7s} {'(lag0)':>7s} {'r_width':>8s} {'(lag0)':>7s} {'lip_dist':>9s}")
+    for m, s in summary.items():
+        print(f"{m:8s} {s['r_open']:7.3f} {s['r_open_lag0']:7.3f} {s['r_width']:8.3f} {s['r_width_lag0']:7.3f} "
+              f"{s['lip_dist']:9.4f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--feature", default="whisper", choices=["whisper", "logmel"])
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--pca", type=int, default=16)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--no-av-correction", action="store_true", help="do not shift training clips' audio")
+    ap.add_argument("--first-pass", type=int, default=1000, help="steps of the model that estimates AV offsets")
+    ap.add_argument("--cv", type=int, default=0, help="K-fold speaker-grouped CV on the train split, then exit")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    clips = lt.load_clips(args.data, args.feature)
+    config = LandmarkConfig(feature_kind=args.feature, feature_dim=clips[0].feats.shape[1], hidden=args.hidden,
+                            n_pca=args.pca, dropout=args.dropout)
+
+    def fit(clip_set):
+        """Train; with AV correction, a first pass estimates the training clips' offsets first."""
+        shifts = {}
+        if not args.no_av_correction:
+            first, _ = lt.train(clip_set, config, steps=args.first_pass, seed=args.seed, device=args.device)
+            shifts = lt.correct_av_offsets(clip_set, first)
+        model, log = lt.train(clip_set, config, steps=args.steps, seed=args.seed, device=args.device)
+        log["info"]["av_shifts"] = shifts
+        return model, log
+
+    if args.cv:
+        train = [c for c in clips if c.split == "train"]
+        speakers = sorted({c.speaker for c in train})
+        rng = np.random.default_rng(args.seed)
+        rng.shuffle(speakers)
+        rows = []
+        for k in range(args.cv):
+            held = set(speakers[k :: args.cv])
+            fold = [lt.Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train]
+            model, _ = fit(fold)
+            direction = lt.energy_direction(fold)
+            rows += evaluate(model, [c for c in fold if c.split == "val"], direction)
+        print_summary(f"speaker-grouped {args.cv}-fold CV on the train split ({args.feature}, {len(train)} clips)",
+                      summarize(rows))
+        return
+
+    model, log = fit(clips)
+    direction = lt.energy_direction(clips)
+    val = [c for c in clips if c.split == "val"]
+    rows = evaluate(model, val, direction)
+    summary = summarize(rows)
+    print_summary(f"validation speakers ({len(val)} clips, {args.feature})", summary)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"landmarks-{args.feature}.safetensors")
+    info = {**log["info"], "feature": args.feature, "av_correction": not args.no_av_correction,
+            "val_summary": summary, "energy_direction": direction.tolist()}
+    save_module(path, model, config, model="landmarks", info=info)
+    with open(path.replace(".safetensors", ".json"), "w") as f:
+        json.dump({"info": info, "history": log["history"], "val_rows": rows}, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

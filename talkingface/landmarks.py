@@ -1,0 +1,85 @@
+"""Landmark model: audio features -> mouth landmarks in the pose-normalized 3D face space.
+
+The "LSTM to mouth shape" stage of Suwajanakorn et al. 2017, trained on many speakers instead of one.
+Notation: x_t is the audio feature of video frame t, y_t the mouth shape (59 FaceMesh points, lips and
+jaw, in canonical-mesh centimetres) *as an offset from the person's own resting mouth*, so the model is
+speaker-independent and the identity's mouth geometry is kept. The network predicts K coefficients of a
+PCA basis of those offsets (fitted on the training speakers) - a hard low-dimensional prior, which this
+little data needs.
+
+Bidirectional: rendering is offline (the whole audio is known), and the mouth moves *before* the sound it
+makes (coarticulation, plosive closures), which a causal model cannot see in time; a BiLSTM sees both
+sides, so it need not lag. Training targets are divided by each speaker's own motion range so loud and
+quiet talkers count alike; ``motion_scale`` turns the prediction back into centimetres.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from . import face
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    feature_kind: str = "whisper"  # audio.AudioFeatureConfig.kind
+    feature_dim: int = 384
+    fps: int = 25
+    n_points: int = len(face.MOUTH)  # 59 (lips outer, lips inner, jaw) in face.MOUTH order
+    n_pca: int = 16
+    hidden: int = 128
+    layers: int = 2
+    conv_kernel: int = 5
+    dropout: float = 0.3
+    bidirectional: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LandmarkModel(nn.Module):
+    """features (B, T, F) -> mouth offsets (B, T, n_points, 3) in canonical cm (before ``motion_scale``)."""
+
+    def __init__(self, config: LandmarkConfig):
+        super().__init__()
+        self.config = c = config
+        self.inp = nn.Sequential(
+            nn.LayerNorm(c.feature_dim),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.feature_dim, c.hidden),
+            nn.GELU(),
+        )
+        self.conv = nn.Conv1d(c.hidden, c.hidden, c.conv_kernel, padding=c.conv_kernel // 2)
+        self.lstm = nn.LSTM(
+            c.hidden, c.hidden, num_layers=c.layers, batch_first=True,
+            bidirectional=c.bidirectional, dropout=c.dropout if c.layers > 1 else 0.0,
+        )
+        out_dim = c.hidden * (2 if c.bidirectional else 1)
+        self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(out_dim, c.n_pca))
+        # PCA basis and per-dimension scale of the (speaker-normalized) offsets: data, saved with the weights
+        self.register_buffer("pca_basis", torch.zeros(c.n_pca, c.n_points * 3))  # (K, P*3)
+        self.register_buffer("pca_mean", torch.zeros(c.n_points * 3))  # (P*3,)
+        self.register_buffer("motion_scale", torch.ones(c.n_points * 3))  # (P*3,) cm per normalized unit
+
+    def coefficients(self, feats: torch.Tensor) -> torch.Tensor:
+        h = self.inp(feats)  # (B, T, H)
+        h = h + torch.nn.functional.gelu(self.conv(h.transpose(1, 2))).transpose(1, 2)  # (B, T, H)
+        h, _ = self.lstm(h)  # (B, T, H * dirs)
+        return self.head(h)  # (B, T, K)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Normalized offsets (B, T, P, 3): multiply by ``motion_scale`` for centimetres."""
+        coef = self.coefficients(feats)  # (B, T, K)
+        flat = coef @ self.pca_basis + self.pca_mean  # (B, T, P*3)
+        return flat.view(*flat.shape[:2], self.config.n_points, 3)
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor) -> torch.Tensor:
+        """features (T, F) -> offsets in canonical cm (T, P, 3). Eval mode, no batch dimension."""
+        was_training = self.training
+        self.eval()
+        out = self(feats[None])[0]  # (T, P, 3)
+        self.train(was_training)
+        return out * self.motion_scale.view(self.config.n_points, 3)

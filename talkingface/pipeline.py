@@ -1,0 +1,237 @@
+"""The photo + speech pipeline: one object built once, ``render`` called many times.
+
+    pipe = talkingface.load()                       # shipped weights from checkpoints/
+    result = pipe.render(image="face.jpg", audio="speech.wav", output="out.mp4")
+
+Stages (one module each): audio.AudioEncoder -> landmarks.LandmarkModel -> face.FaceFrame (3D pose
+matching: canonical space <-> image) -> texture.MouthGenerator -> composite.Compositor -> media.VideoWriter.
+Components are injected through the constructor, so tests can pass tiny models.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from . import audio as audio_mod
+from . import checkpoints, face, media
+from .composite import Compositor
+from .errors import InputError, SilentAudioError
+from .landmarks import LandmarkConfig, LandmarkModel
+from .texture import MouthGenerator, TextureConfig, draw_sketch, generator_mask, to_tensor, to_uint8
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = {"landmarks": "landmarks-v1", "texture": "texture-v1"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    face_index: int | None = None  # which face when the photo has several (0 = largest); None: the largest
+    max_size: int = 1280  # longer side of the output; larger photos are scaled down
+    silence_gate: bool = True  # hold the mouth at rest where the audio is silent
+    motion_scale: float = 1.0  # multiplies the predicted mouth motion
+    batch_size: int = 16  # frames per generator call
+    crf: int = 18  # H.264 quality (lower = better, bigger)
+    max_audio_seconds: float = 3 * 3600.0
+
+
+@dataclass
+class RenderResult:
+    output: str | None  # the mp4 written, or None when no output path was given
+    fps: int
+    n_frames: int
+    duration: float  # seconds of audio
+    mouth_landmarks: np.ndarray  # (T, 59, 2) image pixels of the output frames, face.MOUTH order
+    mouth_canonical: np.ndarray  # (T, 59, 3) in the pose-normalized space (cm)
+    face_box: tuple[int, int, int, int]
+    n_faces: int
+    frames: list[np.ndarray] | None = None  # (H, W, 3) uint8 per frame, only when return_frames=True
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+def _smooth_gate(active: np.ndarray, attack: int = 2, release: int = 4) -> np.ndarray:
+    """Speech mask -> gate in [0, 1] that opens ``attack`` frames before speech and closes over ``release``."""
+    g = active.astype(np.float32)
+    dil = np.convolve(g, np.ones(2 * attack + 1), mode="same") > 0  # open slightly early (mouth leads sound)
+    kernel = np.hanning(2 * release + 3)[1:-1]
+    return np.clip(np.convolve(dil.astype(np.float32), kernel / kernel.max(), mode="same"), 0, 1)
+
+
+class Pipeline:
+    """Photo + speech -> talking video. Holds the models; ``render`` is safe to call repeatedly."""
+
+    def __init__(self, landmark_model: LandmarkModel, generator: MouthGenerator, *,
+                 audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.landmark_model = landmark_model.to(self.device).eval()
+        self.generator = generator.to(self.device).eval()
+        cfg = landmark_model.config
+        self.audio_encoder = audio_encoder or audio_mod.AudioEncoder(
+            audio_mod.AudioFeatureConfig(kind=cfg.feature_kind), device=device)
+        self.crop_size = generator.config.size
+        self._tracker: face.FaceTracker | None = None
+
+    # --- stages -------------------------------------------------------------------------------------
+    @property
+    def tracker(self) -> face.FaceTracker:
+        if self._tracker is None:
+            self._tracker = face.FaceTracker(static=True, max_faces=4)
+        return self._tracker
+
+    def analyze_face(self, image: np.ndarray, source: str, face_index: int | None) -> tuple[face.DetectedFace, int]:
+        faces = self.tracker.detect(image)
+        return face.pick_face(faces, face_index, source), len(faces)
+
+    def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, options: RenderOptions,
+                      timings: dict[str, float]) -> np.ndarray:
+        """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical."""
+        t0 = time.perf_counter()
+        feats = self.audio_encoder(wav)  # (T, F)
+        timings["audio_features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        x = torch.from_numpy(feats).to(self.device)
+        offsets = self.landmark_model.predict(x).cpu().numpy() * options.motion_scale  # (T, 59, 3)
+        if options.silence_gate:
+            gate = _smooth_gate(audio_mod.voice_activity(audio_mod.speech_energy(wav)))[: len(offsets)]
+            offsets *= gate[:, None, None]
+        timings["landmarks"] = time.perf_counter() - t0
+        return neutral[None] + offsets
+
+    # --- public API ---------------------------------------------------------------------------------
+    def render(self, image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, *,
+               output: str | os.PathLike | None = None, options: RenderOptions = RenderOptions(),
+               return_frames: bool = False, progress: Callable[[int, int], None] | None = None) -> RenderResult:
+        """Render ``image`` speaking ``audio``.
+
+        image: path or RGB uint8 (H, W, 3); audio: path (any format ffmpeg reads) or float32 mono 16 kHz.
+        output: mp4 path (written atomically), or None to only return frames/landmarks.
+        progress: called as progress(frames_done, frames_total).
+        """
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        # 1. inputs
+        img_name = str(image) if not isinstance(image, np.ndarray) else "<array>"
+        aud_name = str(audio) if not isinstance(audio, np.ndarray) else "<array>"
+        if output is not None:
+            out_dir = Path(output).resolve().parent
+            if not out_dir.is_dir():
+                raise InputError(f"output folder '{out_dir}' does not exist (for '{output}')")
+        img = media.load_image(image) if not isinstance(image, np.ndarray) else image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(f"image {img_name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")
+        img = self._fit_size(img, options.max_size)
+        if isinstance(audio, np.ndarray):
+            wav = audio.astype(np.float32).reshape(-1)
+            if wav.size == 0:
+                raise InputError("audio array is empty")
+        else:
+            wav = media.load_audio(audio, max_seconds=options.max_audio_seconds)
+        if float(np.max(np.abs(wav))) < 1e-4 or not audio_mod.voice_activity(audio_mod.speech_energy(wav)).any():
+            raise SilentAudioError(f"audio {aud_name!s} is silent: there is no speech to lip-sync")
+        timings["load"] = time.perf_counter() - t_start
+
+        # 2. the face: landmarks, pose, resting mouth, crop
+        t0 = time.perf_counter()
+        det, n_faces = self.analyze_face(img, img_name, options.face_index)
+        frame = face.FaceFrame.fit(det.landmarks)
+        neutral = frame.to_canonical(det.landmarks[face.MOUTH])  # (59, 3) the photo's own mouth
+        size = self.crop_size
+        affine = frame.crop_affine(size)  # (2, 3) image -> crop
+        crop = cv2.warpAffine(img, affine, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+        to_crop = lambda pts: pts[..., :2] @ affine[:, :2].T + affine[:, 2]  # noqa: E731
+        compositor = Compositor(img.shape[:2], affine, size, to_crop(det.landmarks[face.MOUTH]),
+                                to_crop(det.landmarks[face.NOSE_LINE]))
+        timings["face"] = time.perf_counter() - t0
+
+        # 3. mouth landmarks from audio, placed into the image by the face's pose
+        mouth_canon = self.predict_mouth(wav, neutral, options, timings)  # (T, 59, 3)
+        n = len(mouth_canon)
+        mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
+        mouth_crop = to_crop(mouth_img)  # (T, 59, 2)
+
+        # 4-5. texture and compositing, streamed into the encoder batch by batch
+        ref = to_tensor(crop[None]).to(self.device)  # (1, 3, S, S)
+        mask = torch.from_numpy(generator_mask(size)).to(self.device)
+        masked = ref * (1 - mask)
+        duration = len(wav) / audio_mod.SAMPLE_RATE
+        timings.update(texture=0.0, composite=0.0, encode=0.0)
+        frames_out: list[np.ndarray] | None = [] if return_frames else None
+        writer = None
+        if output is not None:
+            h, w = img.shape[:2]
+            writer = media.VideoWriter(output, audio_mod.FPS, w, h, audio=audio if not isinstance(audio, np.ndarray)
+                                       else wav, audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration)
+            writer.open()
+        try:
+            for start in range(0, n, options.batch_size):
+                stop = min(n, start + options.batch_size)
+                t0 = time.perf_counter()
+                sk = np.stack([draw_sketch(p, size) for p in mouth_crop[start:stop]])[:, None]  # (b, 1, S, S)
+                b = stop - start
+                with torch.no_grad():
+                    gen = self.generator(ref.expand(b, -1, -1, -1), masked.expand(b, -1, -1, -1),
+                                         torch.from_numpy(sk).to(self.device))
+                gen_np = to_uint8(gen)  # (b, S, S, 3)
+                timings["texture"] += time.perf_counter() - t0
+                for i in range(b):
+                    t0 = time.perf_counter()
+                    out = compositor(img, gen_np[i], crop, mouth_crop[start + i])
+                    timings["composite"] += time.perf_counter() - t0
+                    if writer is not None:
+                        t0 = time.perf_counter()
+                        writer.write(out)
+                        timings["encode"] += time.perf_counter() - t0
+                    if frames_out is not None:
+                        frames_out.append(out)
+                if progress is not None:
+                    progress(stop, n)
+            if writer is not None:
+                t0 = time.perf_counter()
+                writer.close()
+                timings["encode"] += time.perf_counter() - t0
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        timings["total"] = time.perf_counter() - t_start
+        return RenderResult(
+            output=str(output) if output is not None else None, fps=audio_mod.FPS, n_frames=n, duration=duration,
+            mouth_landmarks=mouth_img, mouth_canonical=mouth_canon.astype(np.float32), face_box=det.box,
+            n_faces=n_faces, frames=frames_out, timings=timings,
+        )
+
+    @staticmethod
+    def _fit_size(img: np.ndarray, max_size: int) -> np.ndarray:
+        """Scale down to ``max_size`` on the longer side, then crop to even dimensions (H.264 needs them)."""
+        h, w = img.shape[:2]
+        if max(h, w) > max_size:
+            k = max_size / max(h, w)
+            img = cv2.resize(img, (max(2, int(w * k)), max(2, int(h * k))), interpolation=cv2.INTER_AREA)
+            h, w = img.shape[:2]
+        return np.ascontiguousarray(img[: h - h % 2, : w - w % 2])
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+
+def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu",
+         landmarks: str = DEFAULT_MODELS["landmarks"], texture: str = DEFAULT_MODELS["texture"]) -> Pipeline:
+    """Build the pipeline from named, hash-verified checkpoints (default: the shipped ``checkpoints/``)."""
+    directory = Path(checkpoint_dir) if checkpoint_dir else checkpoints.DEFAULT_DIR
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but torch sees no CUDA device")
+    lm, _ = checkpoints.load_module(checkpoints.resolve(landmarks, directory), LandmarkModel, LandmarkConfig,
+                                    model="landmarks")
+    gen, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), MouthGenerator, TextureConfig,
+                                     model="texture")
+    return Pipeline(lm, gen, device=device)

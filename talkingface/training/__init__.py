@@ -1,0 +1,1 @@
+"""Training-side code: dataset preparation, training loops and export. The runtime never imports this."""

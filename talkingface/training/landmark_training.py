@@ -1,0 +1,222 @@
+"""Training and landmark-level evaluation of the audio -> mouth landmark model (torch + numpy only).
+
+Steps (``train``):
+1. per clip, the resting mouth: the median shape over the 15 % of valid frames with the smallest opening;
+   targets are offsets from it (speaker-independent, identity shape kept);
+2. per training clip, the audio/video offset (several shared clips are 3-7 frames off, FINDINGS.md):
+   a first-pass model is trained on all clips as they are, then each clip's features are shifted by the
+   lag at which that model's predicted opening best matches the real one (``correct_av_offsets``);
+3. per speaker, the motion range: targets are divided by the speaker's per-coordinate standard deviation;
+   ``motion_scale`` (the mean range over speakers) turns predictions back into centimetres;
+4. a PCA basis of the normalized offsets (K components) is fitted and frozen into the model;
+5. AdamW on random windows, loss = MSE of offsets + MSE of their frame-to-frame velocity, on valid frames.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..landmarks import LandmarkConfig, LandmarkModel
+
+log = logging.getLogger(__name__)
+
+MAX_AV_LAG = 8  # frames searched for a clip's audio/video offset
+
+
+@dataclass
+class Clip:
+    name: str
+    speaker: str
+    split: str
+    feats: np.ndarray  # (T, F)
+    mouth: np.ndarray  # (T, 59, 3) canonical cm
+    valid: np.ndarray  # (T,) bool
+    energy: np.ndarray  # (T,) dB
+    neutral: np.ndarray  # (59, 3)
+    av_lag: int = 0
+    av_corr: float = 0.0
+
+
+def shift(x: np.ndarray, k: int) -> np.ndarray:
+    """y[t] = x[t + k], edge-padded. (T, ...) -> (T, ...)."""
+    if k == 0:
+        return x
+    idx = np.clip(np.arange(len(x)) + k, 0, len(x) - 1)
+    return x[idx]
+
+
+def neutral_mouth(mouth: np.ndarray, valid: np.ndarray, quantile: float = 0.15) -> np.ndarray:
+    iod = metrics.canonical_iod()
+    op = metrics.opening(mouth, iod)
+    ok = np.flatnonzero(valid) if valid.any() else np.arange(len(mouth))
+    thr = np.quantile(op[ok], quantile)
+    rest = ok[op[ok] <= thr]
+    return np.median(mouth[rest], axis=0)
+
+
+def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("train", "val")) -> list[Clip]:
+    with open(os.path.join(prepared, "index.json")) as f:
+        index = json.load(f)
+    clips = []
+    for e in index["clips"]:
+        if e["split"] not in splits:
+            continue
+        d = np.load(os.path.join(prepared, e["clip"] + ".npz"))
+        valid = d["valid"].astype(bool)
+        if valid.mean() < 0.5:
+            log.warning("skipping %s: face found in only %.0f%% of frames", e["clip"], 100 * valid.mean())
+            continue
+        mouth = d["mouth_canon"].astype(np.float32)
+        clips.append(Clip(e["clip"], e["speaker"], e["split"], d[feature_kind].astype(np.float32), mouth, valid,
+                          d["energy"].astype(np.float32), neutral_mouth(mouth, valid)))
+    return clips
+
+
+def correct_av_offsets(clips: list[Clip], model: LandmarkModel, *, max_lag: int = MAX_AV_LAG,
+                       min_gain: float = 0.05) -> dict[str, int]:
+    """Shift each *training* clip's features by the lag at which a first-pass model's predicted mouth
+    opening best matches the real one, when that beats lag 0 by ``min_gain`` in r. Speech energy is too
+    blunt a clock for this (its correlation with opening peaks over several frames); a model trained on
+    all clips predicts the motion itself, so its peak is sharp. Returns the applied shifts."""
+    import torch
+
+    iod = metrics.canonical_iod()
+    applied = {}
+    for c in clips:
+        if c.split != "train":
+            continue
+        pred = metrics.opening(c.neutral + model.predict(torch.from_numpy(c.feats)).numpy(), iod)
+        real = metrics.opening(c.mouth, iod)
+        r0 = metrics.pearson(pred[c.valid], real[c.valid])
+        best_k, best_r = 0, r0
+        for k in range(-max_lag, max_lag + 1):
+            r = metrics.pearson(shift(pred, k)[c.valid], real[c.valid])
+            if r > best_r:
+                best_k, best_r = k, r
+        c.av_lag, c.av_corr = best_k, best_r
+        if best_k != 0 and best_r - r0 >= min_gain:
+            c.feats = shift(c.feats, best_k)
+            applied[c.name] = best_k
+            log.info("%s: audio shifted by %+d frames (r %.2f -> %.2f)", c.name, best_k, r0, best_r)
+    return applied
+
+
+def speaker_scales(clips: list[Clip]) -> dict[str, np.ndarray]:
+    """Per-speaker std of the mouth offsets, per coordinate (59*3,), floored to avoid blowing up noise."""
+    by_spk: dict[str, list[np.ndarray]] = {}
+    for c in clips:
+        off = (c.mouth - c.neutral)[c.valid].reshape(-1, c.mouth.shape[1] * 3)
+        by_spk.setdefault(c.speaker, []).append(off)
+    scales = {}
+    for spk, offs in by_spk.items():
+        s = np.concatenate(offs).std(axis=0)
+        scales[spk] = np.maximum(s, 0.02)  # 0.2 mm floor
+    return scales
+
+
+def fit_pca(clips: list[Clip], scales: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, float]:
+    data = np.concatenate(
+        [((c.mouth - c.neutral).reshape(len(c.mouth), -1) / scales[c.speaker])[c.valid] for c in clips]
+    )
+    mean = np.zeros(data.shape[1], np.float32)  # keep 0 = resting mouth: no mean shift
+    u, s, vt = np.linalg.svd(data - mean, full_matrices=False)
+    explained = float((s[:k] ** 2).sum() / (s**2).sum())
+    return vt[:k].astype(np.float32), mean, explained
+
+
+def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch: int = 32, window: int = 80,
+          lr: float = 2e-3, weight_decay: float = 1e-2, feat_noise: float = 0.1, seed: int = 0,
+          device: str = "cpu") -> tuple[LandmarkModel, dict]:
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    train_clips = [c for c in clips if c.split == "train" and len(c.feats) > window]
+    scales = speaker_scales(train_clips)
+    basis, mean, explained = fit_pca(train_clips, scales, config.n_pca)
+    model = LandmarkModel(config).to(device)
+    model.pca_basis.copy_(torch.from_numpy(basis))
+    model.pca_mean.copy_(torch.from_numpy(mean))
+    model.motion_scale.copy_(torch.from_numpy(np.mean(list(scales.values()), axis=0).astype(np.float32)))
+    targets = [((c.mouth - c.neutral).reshape(len(c.mouth), -1) / scales[c.speaker]).astype(np.float32)
+               for c in train_clips]
+    weights = np.array([len(c.feats) for c in train_clips], np.float64)
+    weights /= weights.sum()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    history = []
+    t0 = time.time()
+    model.train()
+    for step in range(steps):
+        xs, ys, ms = [], [], []
+        for i in rng.choice(len(train_clips), size=batch, p=weights):
+            c = train_clips[i]
+            s = rng.integers(0, len(c.feats) - window)
+            xs.append(c.feats[s : s + window])
+            ys.append(targets[i][s : s + window])
+            ms.append(c.valid[s : s + window])
+        x = torch.from_numpy(np.stack(xs)).to(device)  # (B, W, F)
+        y = torch.from_numpy(np.stack(ys)).to(device)  # (B, W, P*3)
+        m = torch.from_numpy(np.stack(ms)).float().to(device)[..., None]  # (B, W, 1)
+        x = x + feat_noise * x.std() * torch.randn_like(x)
+        pred = model(x).flatten(2)  # (B, W, P*3)
+        loss_pos = ((pred - y) ** 2 * m).sum() / (m.sum() * y.shape[-1] + 1e-6)
+        mv = m[:, 1:] * m[:, :-1]
+        loss_vel = (((pred[:, 1:] - pred[:, :-1]) - (y[:, 1:] - y[:, :-1])) ** 2 * mv).sum() / (
+            mv.sum() * y.shape[-1] + 1e-6)
+        loss = loss_pos + 2.0 * loss_vel
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            history.append({"step": step, "loss": loss.item(), "pos": loss_pos.item(), "vel": loss_vel.item()})
+            log.info("step %d loss %.4f (pos %.4f vel %.4f)", step, loss, loss_pos, loss_vel)
+    info = {
+        "steps": steps, "batch": batch, "window": window, "lr": lr, "weight_decay": weight_decay,
+        "pca_explained": explained, "train_clips": [c.name for c in train_clips],
+        "train_speakers": sorted(scales), "seconds": round(time.time() - t0, 1),
+        "final_loss": history[-1]["loss"],
+    }
+    return model.cpu().eval(), {"history": history, "info": info}
+
+
+# --- landmark-level evaluation --------------------------------------------------------------------------
+
+def energy_direction(clips: list[Clip]) -> np.ndarray:
+    """Energy baseline: least-squares map from z-scored speech energy to mouth offsets (59, 3), fitted on
+    the training clips (``offset_t = z(energy_t) * d``, clipped at 0 for silence)."""
+    num, den = 0.0, 0.0
+    for c in clips:
+        if c.split != "train":
+            continue
+        z = energy_z(c.energy)[c.valid]
+        off = (c.mouth - c.neutral)[c.valid]
+        num = num + (z[:, None, None] * off).sum(0)
+        den += float((z**2).sum())
+    return (num / max(den, 1e-6)).astype(np.float32)
+
+
+def energy_z(energy: np.ndarray) -> np.ndarray:
+    z = (energy - np.median(energy)) / (energy.std() + 1e-6)
+    return np.clip(z, 0, None)
+
+
+def score(pred: np.ndarray, real: np.ndarray, valid: np.ndarray) -> dict:
+    """Measures of a predicted mouth track (T, 59, 3) against the real one, canonical space."""
+    iod = metrics.canonical_iod()
+    p_op, r_op = metrics.opening(pred, iod)[valid], metrics.opening(real, iod)[valid]
+    p_w, r_w = metrics.width(pred, iod)[valid], metrics.width(real, iod)[valid]
+    r_open, lag_open = metrics.pearson_lagged(p_op, r_op)
+    r_width, _ = metrics.pearson_lagged(p_w, r_w)
+    return {
+        "r_open": r_open, "r_open_lag0": metrics.pearson(p_op, r_op), "lag_open": lag_open,
+        "r_width": r_width, "r_width_lag0": metrics.pearson(p_w, r_w),
+        "lip_dist": metrics.lip_distance(pred[valid], real[valid], iod),
+    }

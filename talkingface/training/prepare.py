@@ -1,0 +1,105 @@
+"""Dataset preparation: a folder of talking-head clips -> one compact .npz per clip.
+
+Each clip is decoded at a constant 25 fps, tracked with FaceMesh, and stored as arrays that the training
+loops (torch + numpy only, so they also run on a GPU machine without mediapipe) can read:
+
+==============  =====================  ===================================================================
+key             shape                  what
+==============  =====================  ===================================================================
+landmarks       (T, 478, 3) float32    FaceMesh in image pixels
+mouth_canon     (T, 59, 3) float32     face.MOUTH points in the pose-normalized canonical space (cm)
+mouth_crop      (T, 59, 2) float32     the same points in mouth-crop pixels
+crops           (T, S, S, 3) uint8     aligned mouth crops (face.FaceFrame.crop_affine)
+valid           (T,) bool              a face was found
+yaw, pitch      (T,) float32           head pose, degrees
+whisper         (T, 384) float32       audio features (audio.WhisperEncoder)
+logmel          (T, 320) float32       audio features (audio.logmel_features)
+energy          (T,) float32           speech-band energy, dB
+==============  =====================  ===================================================================
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .. import audio as audio_mod
+from .. import face, media
+from .speakers import speaker_of, split_of
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg")
+
+
+def track_clip(path: str, size: int, tracker: face.FaceTracker) -> dict[str, np.ndarray]:
+    """Decode at 25 fps and track every frame. Returns the per-frame arrays of the module docstring."""
+    rows: dict[str, list] = {k: [] for k in ("landmarks", "mouth_canon", "mouth_crop", "crops", "valid", "yaw", "pitch")}
+    last = None
+    for frame in media.iter_video_frames(path, fps=audio_mod.FPS):
+        faces = tracker.detect(frame)
+        if faces:
+            lm = faces[0].landmarks
+            ff = face.FaceFrame.fit(lm)
+            aff = ff.crop_affine(size)
+            crop = cv2.warpAffine(frame, aff, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+            pts = lm[face.MOUTH, :2] @ aff[:, :2].T + aff[:, 2]
+            pose = face.head_pose(lm, frame.shape[:2])
+            last = (lm, ff.to_canonical(lm[face.MOUTH]), pts, crop, pose.yaw, pose.pitch)
+            valid = True
+        else:
+            valid = False
+            if last is None:
+                last = (np.zeros((478, 3)), np.zeros((len(face.MOUTH), 3)), np.zeros((len(face.MOUTH), 2)),
+                        np.zeros((size, size, 3), np.uint8), 0.0, 0.0)
+        for key, value in zip(("landmarks", "mouth_canon", "mouth_crop", "crops", "yaw", "pitch"), last):
+            rows[key].append(value)
+        rows["valid"].append(valid)
+    out = {k: np.asarray(v) for k, v in rows.items()}
+    for k in ("landmarks", "mouth_canon", "mouth_crop", "yaw", "pitch"):
+        out[k] = out[k].astype(np.float32)
+    return out
+
+
+def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | None = None) -> list[dict]:
+    """Prepare every clip of ``videos`` into ``out_dir``; writes ``index.json`` and returns its entries."""
+    paths = sorted(p for p in Path(videos).iterdir() if p.suffix.lower() in VIDEO_EXTS)[:limit]
+    if not paths:
+        raise FileNotFoundError(f"no video clips in '{videos}'")
+    os.makedirs(out_dir, exist_ok=True)
+    encoder = audio_mod.WhisperEncoder()
+    index = []
+    with face.FaceTracker(static=False, max_faces=1) as tracker:
+        for p in tqdm(paths, desc="clips", unit="clip"):
+            info = media.probe(str(p))
+            if not info.has_audio:
+                log.warning("skipping '%s': no audio track", p)
+                continue
+            wav = media.load_audio(str(p))
+            arrays = track_clip(str(p), size, tracker)
+            feats = {
+                "whisper": encoder(wav),
+                "logmel": audio_mod.logmel_features(wav),
+                "energy": audio_mod.speech_energy(wav),
+            }
+            n = min(len(arrays["valid"]), len(feats["energy"]))
+            arrays = {k: v[:n] for k, v in {**arrays, **feats}.items()}
+            speaker = speaker_of(p.stem, str(videos))
+            entry = {
+                "clip": p.stem, "speaker": speaker, "split": split_of(speaker), "frames": int(n),
+                "valid_ratio": float(arrays["valid"].mean()), "source": str(p),
+            }
+            tmp = os.path.join(out_dir, f".{p.stem}.tmp.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, os.path.join(out_dir, f"{p.stem}.npz"))
+            index.append(entry)
+            log.info("%s: %d frames, %.0f%% with a face, speaker %s (%s)", p.stem, n, 100 * entry["valid_ratio"],
+                     speaker, entry["split"])
+    with open(os.path.join(out_dir, "index.json"), "w") as f:
+        json.dump({"crop_size": size, "fps": audio_mod.FPS, "clips": index}, f, indent=1)
+    return index

@@ -1,0 +1,40 @@
+"""The console script end to end, as a user runs it."""
+import subprocess
+import sys
+
+from talkingface import media
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "talkingface.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_on_every_subcommand():
+    for cmd in ([], ["render"], ["eval"], ["benchmark"]):
+        r = _run(*cmd, "--help")
+        assert r.returncode == 0 and "usage: talkingface" in r.stdout
+    assert "--image" in _run("render", "--help").stdout
+
+
+def test_render_end_to_end(tmp_path, astronaut_path, grid_wav_path):
+    out = tmp_path / "talk.mp4"
+    lm = tmp_path / "mouth.json"
+    r = _run("render", "--image", astronaut_path, "--audio", grid_wav_path, "-o", str(out), "--landmarks-json", str(lm))
+    assert r.returncode == 0, r.stderr
+    info = media.probe(out)
+    assert info.has_audio and info.fps == 25 and abs(info.duration - 2.98) < 0.08
+    import json
+
+    data = json.loads(lm.read_text())
+    assert data["fps"] == 25 and len(data["frames"]) == 74 and len(data["frames"][0]) == 59
+
+
+def test_render_errors_are_one_line(tmp_path, astronaut_path, grid_wav_path):
+    r = _run("render", "--image", astronaut_path, "--audio", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "o.mp4"))
+    assert r.returncode == 1
+    err = [line for line in r.stderr.splitlines() if line.startswith("talkingface: error")]
+    assert len(err) == 1 and "missing.wav" in err[0] and "does not exist" in err[0]
+    r = _run("render", "--image", astronaut_path, "--audio", grid_wav_path, "-o", str(tmp_path / "no" / "o.mp4"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,134 @@
+"""Forward/backward through every model, checkpoint round trips with the hash check, golden slices."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from talkingface import checkpoints
+from talkingface.errors import CheckpointError
+from talkingface.landmarks import LandmarkConfig, LandmarkModel
+from talkingface.texture import MouthGenerator, PatchDiscriminator, TextureConfig, draw_sketch, generator_mask
+
+TINY_LM = LandmarkConfig(feature_dim=24, hidden=16, n_pca=4, layers=2)
+TINY_TEX = TextureConfig(size=64, width=8, levels=4, disc_width=8)
+
+
+def _all_params_have_grad(module: torch.nn.Module) -> None:
+    missing = [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a gradient: {missing}"
+    assert any(p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_landmark_model_forward_backward():
+    torch.manual_seed(0)
+    model = LandmarkModel(TINY_LM)
+    model.pca_basis.normal_()
+    out = model(torch.randn(3, 20, 24))
+    assert out.shape == (3, 20, 59, 3)
+    out.pow(2).mean().backward()
+    _all_params_have_grad(model)
+
+
+def test_landmark_model_predict_scales_to_cm():
+    torch.manual_seed(0)
+    model = LandmarkModel(TINY_LM)
+    model.pca_basis.normal_()
+    model.motion_scale.fill_(2.0)
+    x = torch.randn(10, 24)
+    assert model.training  # predict() must not leave the model in eval mode
+    pred = model.predict(x)
+    assert model.training
+    model.eval()
+    np.testing.assert_allclose(pred.numpy(), 2.0 * model(x[None])[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_generator_and_discriminator_forward_backward():
+    torch.manual_seed(0)
+    gen, disc = MouthGenerator(TINY_TEX), PatchDiscriminator(TINY_TEX)
+    ref, masked = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    sketch = torch.rand(2, 1, 64, 64)
+    fake = gen(ref, masked, sketch)
+    assert fake.shape == (2, 3, 64, 64)
+    # outside the generator mask the target's own pixels are kept exactly
+    keep = gen.mask == 0
+    assert torch.equal(fake[keep.expand_as(fake)], masked[keep.expand_as(masked)])
+    logits, feats = disc(fake, sketch)
+    assert logits.shape == (2, 1, 8, 8) and len(feats) == 4
+    (logits.mean() + fake.mean()).backward()
+    _all_params_have_grad(gen)
+    _all_params_have_grad(disc)
+
+
+def test_generator_golden_slice():
+    """Regression: same seed, same architecture -> the same numbers (update only on purpose)."""
+    torch.manual_seed(1234)
+    gen = MouthGenerator(TINY_TEX).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    sk = torch.rand(1, 1, 64, 64, generator=g)
+    with torch.no_grad():
+        out = gen(x, x, sk)[0, :, 40, 30:34].numpy()
+    expected = np.load(__file__.replace("test_models.py", "fixtures/generator_golden.npy"))
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_mask_and_sketch():
+    m = generator_mask(128)
+    assert m[0].sum() == 0 and m[-1].sum() > 80  # nose kept, chin painted
+    pts = np.stack([np.linspace(20, 100, 59), np.full(59, 70.0)], 1)
+    sk = draw_sketch(pts, 128)
+    assert sk.shape == (128, 128) and 0.9 < sk.max() <= 1.0 and sk[60:80].sum() > 0 and sk[:50].sum() == 0
+
+
+def _save_tiny(tmp_path, name="landmarks-v1"):
+    model = LandmarkModel(TINY_LM)
+    model.motion_scale.fill_(0.5)
+    file = f"{name}.safetensors"
+    checkpoints.save_module(tmp_path / file, model, TINY_LM, model="landmarks", info={"steps": 3})
+    checkpoints.add_to_manifest(tmp_path, name, file, model="landmarks", info={})
+    return model
+
+
+def test_checkpoint_round_trip_with_hash(tmp_path):
+    model = _save_tiny(tmp_path)
+    path = checkpoints.resolve("landmarks-v1", tmp_path)
+    loaded, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
+    assert meta["config"] == TINY_LM.to_dict() and meta["info"] == {"steps": 3}
+    assert loaded.config == TINY_LM
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert manifest["models"]["landmarks-v1"]["sha256"] == checkpoints.sha256_of(path)
+
+
+def test_checkpoint_tampering_is_detected(tmp_path):
+    _save_tiny(tmp_path)
+    f = tmp_path / "landmarks-v1.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt or modified"):
+        checkpoints.resolve("landmarks-v1", tmp_path)
+
+
+def test_checkpoint_refuses_pickles_wrong_kind_and_overwrites(tmp_path):
+    _save_tiny(tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match="only safetensors"):
+        checkpoints.read_checkpoint(tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="holds a 'landmarks' model"):
+        checkpoints.load_module(tmp_path / "landmarks-v1.safetensors", MouthGenerator, TextureConfig, model="texture")
+    with pytest.raises(CheckpointError, match="exists already"):
+        checkpoints.add_to_manifest(tmp_path, "landmarks-v1", "landmarks-v1.safetensors", model="landmarks", info={})
+    with pytest.raises(CheckpointError, match="no checkpoint named"):
+        checkpoints.resolve("texture-v9", tmp_path)
+
+
+def test_shipped_checkpoints_verify_and_load():
+    from talkingface.pipeline import DEFAULT_MODELS
+
+    for kind, cls, cfg in (("landmarks", LandmarkModel, LandmarkConfig), ("texture", MouthGenerator, TextureConfig)):
+        path = checkpoints.resolve(DEFAULT_MODELS[kind])
+        model, meta = checkpoints.load_module(path, cls, cfg, model=kind)
+        assert meta["info"].get("steps", 0) > 0  # trained, not initialized

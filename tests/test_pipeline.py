@@ -1,0 +1,120 @@
+"""The public API end to end with the shipped weights, on real fixtures, checked by re-tracking the output."""
+import numpy as np
+import pytest
+
+from talkingface import RenderOptions, face, media
+from talkingface.audio import n_video_frames, speech_energy, voice_activity
+from talkingface.errors import InputError, NoFaceError, SilentAudioError
+from talkingface.metrics import I_LO, I_UP
+
+
+@pytest.fixture(scope="module")
+def rendered(pipeline, astronaut_path, grid_wav_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("render") / "out.mp4"
+    result = pipeline.render(astronaut_path, grid_wav_path, output=out, return_frames=True)
+    return result, out
+
+
+def test_output_file_duration_fps_audio(rendered, grid_wav):
+    result, out = rendered
+    info = media.probe(out)
+    assert info.has_video and info.has_audio and info.fps == 25.0
+    audio_s = len(grid_wav) / 16000
+    assert abs(info.duration - audio_s) <= 1 / 25 + 0.03
+    frames = list(media.iter_video_frames(out))
+    assert abs(len(frames) - audio_s * 25) <= 1
+    assert result.n_frames == n_video_frames(len(grid_wav)) == len(result.mouth_landmarks)
+    assert result.mouth_landmarks.shape[1:] == (59, 2) and result.fps == 25
+    assert set(result.timings) >= {"audio_features", "landmarks", "texture", "composite", "encode", "total"}
+
+
+def _retracked_opening(frames):
+    with face.FaceTracker(static=False, max_faces=1) as tr:
+        ops = []
+        for fr in frames:
+            f = tr.detect(fr)
+            ops.append(face.mouth_opening(f[0].landmarks) if f else np.nan)
+    return np.asarray(ops)
+
+
+def test_mouth_moves_in_speech_and_rests_in_silence(rendered, grid_wav):
+    result, out = rendered
+    frames = list(media.iter_video_frames(out))
+    opening = _retracked_opening(frames)
+    assert np.isfinite(opening).mean() > 0.95  # the output is still a trackable face
+    speech = voice_activity(speech_energy(grid_wav))[: len(opening)]
+    # frames well inside silence (away from speech by 4 frames) vs speech frames
+    quiet = ~np.convolve(speech, np.ones(9), mode="same").astype(bool)
+    assert quiet.sum() >= 5 and speech.sum() >= 20
+    op_speech, op_quiet = opening[speech], opening[quiet]
+    assert np.nanstd(op_speech) > 2 * np.nanstd(op_quiet) + 1e-3  # it moves while speaking ...
+    assert np.nanmax(op_speech) > np.nanmedian(op_quiet) + 0.03   # ... and opens wider than at rest
+    # ... and in silence it holds the photo's own resting mouth
+    photo_open = face.mouth_opening(face.FaceTracker().detect(frames[0])[0].landmarks)
+    assert abs(np.nanmedian(op_quiet) - photo_open) < 0.05
+    # the predicted landmarks say the same: open in speech, neutral in silence
+    pred_open = np.linalg.norm(result.mouth_landmarks[:, I_UP] - result.mouth_landmarks[:, I_LO], axis=-1)
+    assert pred_open[speech].max() > pred_open[quiet].max()
+
+
+def test_only_the_lower_face_changes(rendered, astronaut):
+    result, _ = rendered
+    lm = face.FaceTracker().detect(astronaut)[0].landmarks
+    top = int(lm[2, 1]) - 8  # above the nose bottom
+    for fr in result.frames[::10]:
+        diff = np.abs(fr[:top].astype(int) - astronaut[:top].astype(int))
+        assert diff.max() == 0
+
+
+def test_array_inputs_and_no_output(pipeline, astronaut, grid_wav):
+    res = pipeline.render(astronaut, grid_wav[: 16000], output=None, options=RenderOptions(batch_size=7))
+    assert res.output is None and res.frames is None and res.n_frames == 25
+
+
+def test_no_face_leaves_nothing(pipeline, tmp_path, grid_wav_path):
+    from PIL import Image
+
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], (256, 1, 3))).save(blank)
+    out = tmp_path / "o.mp4"
+    with pytest.raises(NoFaceError, match="wall.png"):
+        pipeline.render(blank, grid_wav_path, output=out)
+    assert list(tmp_path.iterdir()) == [blank]
+
+
+def test_silent_audio_is_refused(pipeline, tmp_path, astronaut_path):
+    from talkingface.media import VideoWriter  # noqa: F401  (keeps import errors visible)
+    import wave
+
+    silent = tmp_path / "silence.wav"
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(16000, np.int16).tobytes())
+    with pytest.raises(SilentAudioError, match="silence.wav"):
+        pipeline.render(astronaut_path, silent, output=tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bad_paths(pipeline, tmp_path, astronaut_path, grid_wav_path):
+    with pytest.raises(InputError, match="nope.wav"):
+        pipeline.render(astronaut_path, tmp_path / "nope.wav", output=tmp_path / "o.mp4")
+    with pytest.raises(InputError, match="nope.jpg"):
+        pipeline.render(tmp_path / "nope.jpg", grid_wav_path, output=tmp_path / "o.mp4")
+    with pytest.raises(InputError, match="missing_dir"):
+        pipeline.render(astronaut_path, grid_wav_path, output=tmp_path / "missing_dir" / "o.mp4")
+    bad = tmp_path / "bad.wav"
+    bad.write_text("this is not audio")
+    with pytest.raises(InputError, match="bad.wav"):
+        pipeline.render(astronaut_path, bad, output=tmp_path / "o.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav"]
+
+
+def test_failure_midway_leaves_no_file(pipeline, tmp_path, astronaut_path, grid_wav_path):
+    out = tmp_path / "o.mp4"
+
+    def boom(done, total):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        pipeline.render(astronaut_path, grid_wav_path, output=out, progress=boom)
+    assert list(tmp_path.iterdir()) == []
