@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the audio -> mouth landmark LSTM on a prepared dataset (scripts/prepare_data.py).
 
-    python scripts/train_landmarks.py                          # whisper features, 3000 steps -> runs/
+    python scripts/train_landmarks.py                          # whisper features, 1000 steps -> runs/
     python scripts/train_landmarks.py --cv 4                   # speaker-grouped CV on the TRAIN split only
     python scripts/train_landmarks.py --feature logmel
 
@@ -55,12 +55,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--feature", default="whisper", choices=["whisper", "logmel"])
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--pca", type=int, default=16)
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--no-av-correction", action="store_true", help="do not shift training clips' audio")
-    ap.add_argument("--first-pass", type=int, default=1000, help="steps of the model that estimates AV offsets")
+    ap.add_argument("--first-pass", type=int, default=500,
+                    help="steps of each held-out-speaker model that estimates AV offsets (default 500)")
     ap.add_argument("--cv", type=int, default=0, help="K-fold speaker-grouped CV on the train split, then exit")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs")
@@ -75,12 +76,20 @@ def main() -> None:
     config = LandmarkConfig(feature_kind=args.feature, feature_dim=clips[0].feats.shape[1], hidden=args.hidden,
                             n_pca=args.pca, dropout=args.dropout)
 
+    shifts: dict[str, int] = {}
+    if not args.no_av_correction:
+        # estimated once on the training speakers (cached: it costs 3 first-pass models)
+        cache = os.path.join(args.out, f"av_offsets-{args.feature}-{args.first_pass}.json")
+        if os.path.exists(cache):
+            shifts = json.load(open(cache))
+        else:
+            shifts = lt.estimate_av_offsets(clips, config, steps=args.first_pass, seed=args.seed, device=args.device)
+            os.makedirs(args.out, exist_ok=True)
+            with open(cache, "w") as f:
+                json.dump(shifts, f, indent=1)
+        lt.apply_av_offsets(clips, shifts)
+
     def fit(clip_set):
-        """Train; with AV correction, a first pass estimates the training clips' offsets first."""
-        shifts = {}
-        if not args.no_av_correction:
-            first, _ = lt.train(clip_set, config, steps=args.first_pass, seed=args.seed, device=args.device)
-            shifts = lt.correct_av_offsets(clip_set, first)
         model, log = lt.train(clip_set, config, steps=args.steps, seed=args.seed, device=args.device)
         log["info"]["av_shifts"] = shifts
         return model, log

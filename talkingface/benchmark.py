@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -53,4 +54,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"{s:16s} {t.get(s, 0.0):8.3f} {1000 * t.get(s, 0.0) / best.n_frames:9.2f}")
     print(f"{'total':16s} {t['total']:8.3f} {1000 * t['total'] / best.n_frames:9.2f}")
     print(f"end-to-end: {best.n_frames / t['total']:.1f} frames/s ({best.duration / t['total']:.2f}x real time)")
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

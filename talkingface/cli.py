@@ -100,6 +100,10 @@ def _render(args: argparse.Namespace) -> int:
             json.dump({"fps": result.fps, "points": "face.MOUTH (59 FaceMesh ids: lips outer, lips inner, jaw)",
                        "frames": result.mouth_landmarks.round(2).tolist()}, f)
     t = result.timings
+    if result.n_faces > 1:
+        chosen = 0 if args.face is None else args.face
+        print(f"the photo has {result.n_faces} faces; animated face {chosen} (box {result.face_box}); "
+              f"choose another with --face 0..{result.n_faces - 1}")
     print(f"wrote {result.output}: {result.n_frames} frames, {result.duration:.2f} s, "
           f"{result.n_frames / max(t['total'], 1e-9):.1f} fps")
     return 0

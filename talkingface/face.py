@@ -271,7 +271,7 @@ def pick_face(faces: list[DetectedFace], index: int | None, source: str) -> Dete
         raise NoFaceError(f"no face found in '{source}'")
     if index is None:
         if len(faces) > 1:
-            log.warning("%d faces in '%s': using the largest (choose another with face index 0..%d)",
+            log.info("%d faces in '%s': using the largest (choose another with face index 0..%d)",
                         len(faces), source, len(faces) - 1)
         return faces[0]
     if not 0 <= index < len(faces):

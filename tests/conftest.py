@@ -67,3 +67,26 @@ def pipeline():
 
 def shared_data() -> Path | None:
     return SHARED if (SHARED / "videos").is_dir() else None
+
+
+def assert_talks(video_path, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-track a rendered video with FaceMesh: the mouth must move during speech and rest (at the photo's
+    own opening) in silence. Returns the speech and quiet frame masks."""
+    from talkingface import face, media
+    from talkingface.audio import speech_energy, voice_activity
+
+    frames = list(media.iter_video_frames(video_path))
+    with face.FaceTracker(static=False, max_faces=1) as tr:
+        found = [tr.detect(fr) for fr in frames]
+    opening = np.array([face.mouth_opening(f[0].landmarks) if f else np.nan for f in found])
+    assert np.isfinite(opening).mean() > 0.95  # the output is still a trackable face
+    speech = voice_activity(speech_energy(wav))[: len(opening)]
+    quiet = ~np.convolve(speech, np.ones(9), mode="same").astype(bool)  # 4+ frames away from any speech
+    assert quiet.sum() >= 5 and speech.sum() >= 20
+    op_speech, op_quiet = opening[speech], opening[quiet]
+    assert np.nanstd(op_speech) > 2 * np.nanstd(op_quiet) + 1e-3  # it moves while speaking ...
+    assert np.nanmax(op_speech) > np.nanmedian(op_quiet) + 0.03  # ... opens wider than at rest ...
+    with face.FaceTracker(static=True) as still:
+        photo_open = face.mouth_opening(still.detect(frames[0])[0].landmarks)
+    assert abs(np.nanmedian(op_quiet) - photo_open) < 0.05  # ... and rests as in the photo in silence
+    return speech, quiet

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+from conftest import assert_talks
 from talkingface import media
 
 
@@ -17,7 +18,7 @@ def test_help_on_every_subcommand():
     assert "--image" in _run("render", "--help").stdout
 
 
-def test_render_end_to_end(tmp_path, astronaut_path, grid_wav_path):
+def test_render_end_to_end(tmp_path, astronaut_path, grid_wav_path, grid_wav):
     out = tmp_path / "talk.mp4"
     lm = tmp_path / "mouth.json"
     r = _run("render", "--image", astronaut_path, "--audio", grid_wav_path, "-o", str(out), "--landmarks-json", str(lm))
@@ -28,6 +29,7 @@ def test_render_end_to_end(tmp_path, astronaut_path, grid_wav_path):
 
     data = json.loads(lm.read_text())
     assert data["fps"] == 25 and len(data["frames"]) == 74 and len(data["frames"][0]) == 59
+    assert_talks(out, grid_wav)
 
 
 def test_render_errors_are_one_line(tmp_path, astronaut_path, grid_wav_path):

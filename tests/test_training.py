@@ -15,9 +15,9 @@ def prepared(tmp_path_factory, grid_video_path):
     from talkingface.training.prepare import prepare_folder
 
     videos = tmp_path_factory.mktemp("videos")
-    for name in ("spk_a_1.mp4", "spk_b_1.mp4"):
+    for name in ("spk_a_1.mp4", "spk_b_1.mp4", "spk_c_1.mp4"):
         shutil.copy(grid_video_path, videos / name)
-    (videos / "speakers.tsv").write_text("spk_a_1\tgrid_woman_d\nspk_b_1\tsomeone_else\n")
+    (videos / "speakers.tsv").write_text("spk_a_1\tgrid_woman_d\nspk_b_1\tsomeone_else\nspk_c_1\tthird\n")
     out = tmp_path_factory.mktemp("prepared")
     prepare_folder(str(videos), str(out), size=64)
     return out
@@ -25,9 +25,9 @@ def prepared(tmp_path_factory, grid_video_path):
 
 def test_prepare_writes_arrays(prepared):
     index = json.loads((prepared / "index.json").read_text())
-    assert index["crop_size"] == 64 and len(index["clips"]) == 2
+    assert index["crop_size"] == 64 and len(index["clips"]) == 3
     splits = {c["clip"]: c["split"] for c in index["clips"]}
-    assert splits == {"spk_a_1": "val", "spk_b_1": "train"}  # grid_woman_d is a validation speaker
+    assert splits == {"spk_a_1": "val", "spk_b_1": "train", "spk_c_1": "train"}  # grid_woman_d is validation
     d = np.load(prepared / "spk_b_1.npz")
     t = len(d["valid"])
     assert abs(t - 75) <= 1 and d["valid"].all()
@@ -44,8 +44,13 @@ def test_landmark_training_runs(prepared):
     model, log = lt.train(clips, cfg, steps=6, batch=4, window=40)
     assert len(log["history"]) >= 1 and np.isfinite(log["history"][-1]["loss"])
     assert model.motion_scale.min() > 0 and model.pca_basis.abs().sum() > 0
-    shifts = lt.correct_av_offsets(clips, model)
-    assert isinstance(shifts, dict)
+    shifts = lt.estimate_av_offsets(clips, cfg, folds=2, steps=2, batch=2, window=40)
+    assert isinstance(shifts, dict) and set(shifts) <= {"spk_b_1", "spk_c_1"}
+    by_name = {c.name: c for c in clips}
+    before_b, before_a = by_name["spk_b_1"].feats.copy(), by_name["spk_a_1"].feats.copy()
+    lt.apply_av_offsets(clips, {"spk_b_1": 2, "spk_a_1": 3})
+    np.testing.assert_array_equal(by_name["spk_b_1"].feats[:-2], before_b[2:])
+    np.testing.assert_array_equal(by_name["spk_a_1"].feats, before_a)  # validation clips are never shifted
     row = lt.score(clips[0].neutral + model.predict(torch.from_numpy(clips[0].feats)).numpy(), clips[0].mouth,
                    clips[0].valid)
     assert set(row) >= {"r_open", "r_width", "lip_dist"}

@@ -3,9 +3,9 @@
 Steps (``train``):
 1. per clip, the resting mouth: the median shape over the 15 % of valid frames with the smallest opening;
    targets are offsets from it (speaker-independent, identity shape kept);
-2. per training clip, the audio/video offset (several shared clips are 3-7 frames off, FINDINGS.md):
-   a first-pass model is trained on all clips as they are, then each clip's features are shifted by the
-   lag at which that model's predicted opening best matches the real one (``correct_av_offsets``);
+2. per training clip, the audio/video offset (several shared clips are 3-7 frames off, FINDINGS.md),
+   estimated by first-pass models that never saw the clip's speaker (``estimate_av_offsets``); the
+   clip's features are shifted by it (``apply_av_offsets``);
 3. per speaker, the motion range: targets are divided by the speaker's per-coordinate standard deviation;
    ``motion_scale`` (the mean range over speakers) turns predictions back into centimetres;
 4. a PCA basis of the normalized offsets (K components) is fitted and frozen into the model;
@@ -41,7 +41,6 @@ class Clip:
     energy: np.ndarray  # (T,) dB
     neutral: np.ndarray  # (59, 3)
     av_lag: int = 0
-    av_corr: float = 0.0
 
 
 def shift(x: np.ndarray, k: int) -> np.ndarray:
@@ -79,33 +78,49 @@ def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("tra
     return clips
 
 
-def correct_av_offsets(clips: list[Clip], model: LandmarkModel, *, max_lag: int = MAX_AV_LAG,
-                       min_gain: float = 0.05) -> dict[str, int]:
-    """Shift each *training* clip's features by the lag at which a first-pass model's predicted mouth
-    opening best matches the real one, when that beats lag 0 by ``min_gain`` in r. Speech energy is too
-    blunt a clock for this (its correlation with opening peaks over several frames); a model trained on
-    all clips predicts the motion itself, so its peak is sharp. Returns the applied shifts."""
+def estimate_av_offsets(clips: list[Clip], config: LandmarkConfig, *, folds: int = 3, steps: int = 500,
+                        max_lag: int = MAX_AV_LAG, min_gain: float = 0.08, seed: int = 0,
+                        **train_kwargs) -> dict[str, int]:
+    """Audio/video offset of every *training* clip, estimated by models that never saw its speaker.
+
+    Speech energy is too blunt a clock (its correlation with opening peaks over several frames), and a
+    model trained on a clip has learnt that clip's own misalignment. So the training speakers are split
+    into ``folds``; a first-pass model trained on the other folds predicts each held-out clip's mouth
+    opening, and the clip's offset is the lag (within +-max_lag) at which that prediction best matches the
+    real opening, kept only when it beats lag 0 by ``min_gain`` in r. Returns {clip name: frames}, where
+    a shift k means the clip's features are to be read as feats[t + k] (see ``apply_av_offsets``).
+    """
     import torch
 
     iod = metrics.canonical_iod()
-    applied = {}
+    train_clips = [c for c in clips if c.split == "train"]
+    speakers = sorted({c.speaker for c in train_clips})
+    np.random.default_rng(seed).shuffle(speakers)
+    offsets = {}
+    for k in range(folds):
+        held = set(speakers[k::folds])
+        fold = [Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train_clips]
+        model, _ = train(fold, config, steps=steps, seed=seed + k, **train_kwargs)
+        for c in fold:
+            if c.split != "val":
+                continue
+            pred = metrics.opening(c.neutral + model.predict(torch.from_numpy(c.feats)).numpy(), iod)
+            real = metrics.opening(c.mouth, iod)
+            rs = {lag: metrics.pearson(shift(pred, lag)[c.valid], real[c.valid])
+                  for lag in range(-max_lag, max_lag + 1)}
+            best = max(rs, key=rs.get)
+            if best != 0 and rs[best] - rs[0] >= min_gain:
+                offsets[c.name] = int(best)
+                log.info("%s: audio/video offset %+d frames (r %.2f -> %.2f)", c.name, best, rs[0], rs[best])
+    return offsets
+
+
+def apply_av_offsets(clips: list[Clip], offsets: dict[str, int]) -> None:
+    """Shift the features of the training clips named in ``offsets`` in place (validation clips never)."""
     for c in clips:
-        if c.split != "train":
-            continue
-        pred = metrics.opening(c.neutral + model.predict(torch.from_numpy(c.feats)).numpy(), iod)
-        real = metrics.opening(c.mouth, iod)
-        r0 = metrics.pearson(pred[c.valid], real[c.valid])
-        best_k, best_r = 0, r0
-        for k in range(-max_lag, max_lag + 1):
-            r = metrics.pearson(shift(pred, k)[c.valid], real[c.valid])
-            if r > best_r:
-                best_k, best_r = k, r
-        c.av_lag, c.av_corr = best_k, best_r
-        if best_k != 0 and best_r - r0 >= min_gain:
-            c.feats = shift(c.feats, best_k)
-            applied[c.name] = best_k
-            log.info("%s: audio shifted by %+d frames (r %.2f -> %.2f)", c.name, best_k, r0, best_r)
-    return applied
+        if c.split == "train" and offsets.get(c.name):
+            c.feats = shift(c.feats, offsets[c.name])
+            c.av_lag = offsets[c.name]
 
 
 def speaker_scales(clips: list[Clip]) -> dict[str, np.ndarray]:
@@ -177,7 +192,7 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
         sched.step()
         if step % 100 == 0 or step == steps - 1:
             history.append({"step": step, "loss": loss.item(), "pos": loss_pos.item(), "vel": loss_vel.item()})
-            log.info("step %d loss %.4f (pos %.4f vel %.4f)", step, loss, loss_pos, loss_vel)
+            log.info("step %d loss %.4f (pos %.4f vel %.4f)", step, *(history[-1][k] for k in ("loss", "pos", "vel")))
     info = {
         "steps": steps, "batch": batch, "window": window, "lr": lr, "weight_decay": weight_decay,
         "pca_explained": explained, "train_clips": [c.name for c in train_clips],
