@@ -87,7 +87,8 @@ def main() -> None:
             os.makedirs(args.out, exist_ok=True)
             with open(cache, "w") as f:
                 json.dump(shifts, f, indent=1)
-        lt.apply_av_offsets(clips, shifts)
+    original_feats = {c.name: c.feats for c in clips}  # held-out clips are always scored as recorded
+    lt.apply_av_offsets(clips, shifts)
 
     def fit(clip_set):
         model, log = lt.train(clip_set, config, steps=args.steps, seed=args.seed, device=args.device)
@@ -102,7 +103,8 @@ def main() -> None:
         rows = []
         for k in range(args.cv):
             held = set(speakers[k :: args.cv])
-            fold = [lt.Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train]
+            fold = [lt.Clip(**{**c.__dict__, "split": "train"}) if c.speaker not in held else
+                    lt.Clip(**{**c.__dict__, "split": "val", "feats": original_feats[c.name]}) for c in train]
             model, _ = fit(fold)
             direction = lt.energy_direction(fold)
             rows += evaluate(model, [c for c in fold if c.split == "val"], direction)

@@ -99,7 +99,9 @@ class WhisperEncoder:
 
         path = model_path or default_whisper_path()
         ct_device = "cuda" if device.startswith("cuda") else "cpu"
-        self.model = ctranslate2.models.Whisper(path, device=ct_device, intra_threads=threads)
+        # the weights are stored in float16, which CPUs do not run efficiently: ask for float32 there
+        compute = "float16" if ct_device == "cuda" else "float32"
+        self.model = ctranslate2.models.Whisper(path, device=ct_device, compute_type=compute, intra_threads=threads)
         self.device = ct_device
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:

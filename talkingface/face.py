@@ -16,8 +16,11 @@ The canonical mesh is MediaPipe's ``canonical_face_model.obj`` (Apache-2.0, see 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 
@@ -185,6 +188,26 @@ class DetectedFace:
         return (x1 - x0) * (y1 - y0)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ side prints TFLite/absl start-up chatter straight to file descriptor 2 when its graphs
+    start; hide exactly that (Python exceptions are unaffected: they are raised, not printed, here)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class FaceTracker:
     """MediaPipe face detection + FaceMesh (478 points with iris refinement).
 
@@ -199,6 +222,7 @@ class FaceTracker:
 
         self.static = static
         self.max_faces = max_faces
+        self._started = False
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static,
             max_num_faces=1 if static else max_faces,
@@ -244,7 +268,12 @@ class FaceTracker:
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
         """All faces in an RGB uint8 image, largest first."""
-        points = self._detect_static(image) if self.static else self._mesh_points(image)
+        if not self._started:  # the graphs start on the first frame, and say so on stderr
+            with _native_stderr_silenced():
+                points = self._detect_static(image) if self.static else self._mesh_points(image)
+            self._started = True
+        else:
+            points = self._detect_static(image) if self.static else self._mesh_points(image)
         faces = []
         for pts in points:
             x0, y0 = np.floor(pts[:, :2].min(0)).astype(int)

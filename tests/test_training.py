@@ -42,6 +42,10 @@ def test_landmark_training_runs(prepared):
     clips = lt.load_clips(str(prepared), "whisper")
     cfg = LandmarkConfig(hidden=16, n_pca=4)
     model, log = lt.train(clips, cfg, steps=6, batch=4, window=40)
+    assert log["info"]["train_clips"] == ["spk_b_1", "spk_c_1"]
+    # regression: clips shorter than the training window (GRID's 3 s vs 80+ frames) are padded, not dropped
+    _, log_long = lt.train(clips, cfg, steps=2, batch=4, window=120)
+    assert log_long["info"]["train_clips"] == ["spk_b_1", "spk_c_1"]
     assert len(log["history"]) >= 1 and np.isfinite(log["history"][-1]["loss"])
     assert model.motion_scale.min() > 0 and model.pca_basis.abs().sum() > 0
     shifts = lt.estimate_av_offsets(clips, cfg, folds=2, steps=2, batch=2, window=40)

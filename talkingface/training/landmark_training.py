@@ -28,6 +28,7 @@ from ..landmarks import LandmarkConfig, LandmarkModel
 log = logging.getLogger(__name__)
 
 MAX_AV_LAG = 8  # frames searched for a clip's audio/video offset
+MIN_CLIP_FRAMES = 25  # shorter clips are not trained on
 
 
 @dataclass
@@ -151,7 +152,7 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
           device: str = "cpu") -> tuple[LandmarkModel, dict]:
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    train_clips = [c for c in clips if c.split == "train" and len(c.feats) > window]
+    train_clips = [c for c in clips if c.split == "train" and len(c.feats) >= MIN_CLIP_FRAMES]
     scales = speaker_scales(train_clips)
     basis, mean, explained = fit_pca(train_clips, scales, config.n_pca)
     model = LandmarkModel(config).to(device)
@@ -171,10 +172,11 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
         xs, ys, ms = [], [], []
         for i in rng.choice(len(train_clips), size=batch, p=weights):
             c = train_clips[i]
-            s = rng.integers(0, len(c.feats) - window)
-            xs.append(c.feats[s : s + window])
-            ys.append(targets[i][s : s + window])
-            ms.append(c.valid[s : s + window])
+            s = rng.integers(0, max(1, len(c.feats) - window + 1))
+            pad = max(0, s + window - len(c.feats))  # clips shorter than a window (GRID: 3 s) are padded,
+            xs.append(np.pad(c.feats[s : s + window], ((0, pad), (0, 0)), mode="edge"))  # padding masked out
+            ys.append(np.pad(targets[i][s : s + window], ((0, pad), (0, 0)), mode="edge"))
+            ms.append(np.pad(c.valid[s : s + window], (0, pad)))
         x = torch.from_numpy(np.stack(xs)).to(device)  # (B, W, F)
         y = torch.from_numpy(np.stack(ys)).to(device)  # (B, W, P*3)
         m = torch.from_numpy(np.stack(ms)).float().to(device)[..., None]  # (B, W, 1)
