@@ -168,10 +168,6 @@ class AudioFeatureConfig:
     sample_rate: int = SAMPLE_RATE
     fps: int = FPS
 
-    @property
-    def dim(self) -> int:
-        return WHISPER_DIM if self.kind == "whisper" else 4 * N_MELS
-
 
 class AudioEncoder:
     """audio (n,) -> features (n_video_frames, dim) for the configured kind. Built once, called many times."""

@@ -152,7 +152,7 @@ def _plot_openings(plots: list, path: str) -> None:
     if not plots:
         return
     fig, axes = plt.subplots(len(plots), 1, figsize=(10, 2.2 * len(plots)), squeeze=False)
-    for ax, (name, real, pred, base) in zip(axes[:, 0], plots):
+    for ax, (name, real, pred, base) in zip(axes[:, 0], plots, strict=True):
         t = np.arange(len(real)) / 25
         ax.plot(t, real, label="real", color="k", lw=1.2)
         ax.plot(t, pred, label="model", color="tab:red", lw=1.2)

@@ -125,14 +125,6 @@ class FaceFrame:
         return cv2.getAffineTransform(img, dst)
 
 
-def canonical_to_crop(points: np.ndarray, size: int) -> np.ndarray:
-    """Canonical (N, 3) -> crop pixel coordinates (N, 2), orthographic in the crop plane."""
-    cx, cy, _ = CROP_CENTER
-    px = (points[:, 0] - (cx - CROP_HALF)) / (2 * CROP_HALF) * size
-    py = ((cy + CROP_HALF) - points[:, 1]) / (2 * CROP_HALF) * size
-    return np.stack([px, py], axis=1)
-
-
 def mouth_opening(points: np.ndarray) -> np.ndarray:
     """Inner-lip gap / inter-ocular distance. points: (..., 478|468, >=2) -> (...)."""
     iod = np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)

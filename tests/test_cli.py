@@ -33,7 +33,8 @@ def test_render_end_to_end(tmp_path, astronaut_path, grid_wav_path, grid_wav):
 
 
 def test_render_errors_are_one_line(tmp_path, astronaut_path, grid_wav_path):
-    r = _run("render", "--image", astronaut_path, "--audio", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "o.mp4"))
+    missing = str(tmp_path / "missing.wav")
+    r = _run("render", "--image", astronaut_path, "--audio", missing, "-o", str(tmp_path / "o.mp4"))
     assert r.returncode == 1
     err = [line for line in r.stderr.splitlines() if line.startswith("talkingface: error")]
     assert len(err) == 1 and "missing.wav" in err[0] and "does not exist" in err[0]

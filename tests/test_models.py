@@ -96,7 +96,7 @@ def test_checkpoint_round_trip_with_hash(tmp_path):
     loaded, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
     assert meta["config"] == TINY_LM.to_dict() and meta["info"] == {"steps": 3}
     assert loaded.config == TINY_LM
-    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
     assert manifest["models"]["landmarks-v1"]["sha256"] == checkpoints.sha256_of(path)

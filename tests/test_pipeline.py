@@ -97,3 +97,18 @@ def test_failure_midway_leaves_no_file(pipeline, tmp_path, astronaut_path, grid_
     with pytest.raises(RuntimeError):
         pipeline.render(astronaut_path, grid_wav_path, output=out, progress=boom)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_several_faces_largest_by_default_or_chosen(pipeline, astronaut, grid_wav):
+    import cv2
+
+    canvas = np.full((512, 1024, 3), 128, np.uint8)
+    canvas[:, :512] = astronaut
+    canvas[:420, 604:] = cv2.resize(astronaut, (420, 420))
+    short = grid_wav[: 16000]
+    first = pipeline.render(canvas, short, output=None)
+    second = pipeline.render(canvas, short, output=None, options=RenderOptions(face_index=1))
+    assert first.n_faces == second.n_faces == 2
+    assert first.face_box[0] < 512 <= second.face_box[0]  # the big face is on the left
+    with pytest.raises(NoFaceError, match="face index 2"):
+        pipeline.render(canvas, short, output=None, options=RenderOptions(face_index=2))

@@ -39,7 +39,8 @@ VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg")
 
 def track_clip(path: str, size: int, tracker: face.FaceTracker) -> dict[str, np.ndarray]:
     """Decode at 25 fps and track every frame. Returns the per-frame arrays of the module docstring."""
-    rows: dict[str, list] = {k: [] for k in ("landmarks", "mouth_canon", "mouth_crop", "crops", "valid", "yaw", "pitch")}
+    keys = ("landmarks", "mouth_canon", "mouth_crop", "crops", "yaw", "pitch")
+    rows: dict[str, list] = {k: [] for k in keys + ("valid",)}
     last = None
     for frame in media.iter_video_frames(path, fps=audio_mod.FPS):
         faces = tracker.detect(frame)
@@ -57,7 +58,7 @@ def track_clip(path: str, size: int, tracker: face.FaceTracker) -> dict[str, np.
             if last is None:
                 last = (np.zeros((478, 3)), np.zeros((len(face.MOUTH), 3)), np.zeros((len(face.MOUTH), 2)),
                         np.zeros((size, size, 3), np.uint8), 0.0, 0.0)
-        for key, value in zip(("landmarks", "mouth_canon", "mouth_crop", "crops", "yaw", "pitch"), last):
+        for key, value in zip(keys, last, strict=True):
             rows[key].append(value)
         rows["valid"].append(valid)
     out = {k: np.asarray(v) for k, v in rows.items()}

@@ -140,13 +140,13 @@ def train(clips: list[CropClip], config: TextureConfig, *, steps: int, batch: in
             with torch.no_grad():
                 _, real_feats = disc(b["real"], b["sketch"])
             adv = -fake_logits.mean()
-            fm = sum(F.l1_loss(f, r) for f, r in zip(fake_feats, real_feats)) / len(fake_feats)
+            fm = sum(F.l1_loss(f, r) for f, r in zip(fake_feats, real_feats, strict=True)) / len(fake_feats)
             loss_g = loss_g + adv_weight * adv + fm_weight * fm
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
         with torch.no_grad():
-            for pe, p in zip(gen_ema.parameters(), gen.parameters()):
+            for pe, p in zip(gen_ema.parameters(), gen.parameters(), strict=True):
                 pe.lerp_(p, 1 - (ema if step > warmup else 0.9))
         if step % 50 == 0 or step == steps - 1:
             rec = {"step": step, "l1": l1.item(), "l1_lips": l1_lips.item(), "adv": adv.item(), "fm": fm.item(),
