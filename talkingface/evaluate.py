@@ -72,10 +72,10 @@ def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_cli
         real, valid = d["mouth_canon"].astype(np.float32), d["valid"].astype(bool)
         neutral = neutral_mouth(real, valid)
         wav = media.load_audio(e["source"])
-        track = pipe.predict_mouth(wav, neutral, options, {})
+        energy = speech_energy(wav)
+        track = pipe.predict_mouth(wav, neutral, options, {}, energy)
         n = min(len(track), len(real))
-        track, real_n, valid_n = track[:n], real[:n], valid[:n]
-        energy = speech_energy(wav)[:n]
+        track, real_n, valid_n, energy = track[:n], real[:n], valid[:n], energy[:n]
         z = energy_z(energy)
         baselines = {"static": np.repeat(neutral[None], n, axis=0)}
         if energy_direction is not None:

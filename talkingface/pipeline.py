@@ -91,8 +91,9 @@ class Pipeline:
         return face.pick_face(faces, face_index, source), len(faces)
 
     def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, options: RenderOptions,
-                      timings: dict[str, float]) -> np.ndarray:
-        """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical."""
+                      timings: dict[str, float], energy: np.ndarray | None = None) -> np.ndarray:
+        """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical.
+        ``energy``: the audio's speech_energy when the caller has it already."""
         t0 = time.perf_counter()
         feats = self.audio_encoder(wav)  # (T, F)
         timings["audio_features"] = time.perf_counter() - t0
@@ -100,7 +101,8 @@ class Pipeline:
         x = torch.from_numpy(feats).to(self.device)
         offsets = self.landmark_model.predict(x).cpu().numpy() * options.motion_scale  # (T, 59, 3)
         if options.silence_gate:
-            gate = _smooth_gate(audio_mod.voice_activity(audio_mod.speech_energy(wav)))[: len(offsets)]
+            energy = audio_mod.speech_energy(wav) if energy is None else energy
+            gate = _smooth_gate(audio_mod.voice_activity(energy))[: len(offsets)]
             offsets *= gate[:, None, None]
         timings["landmarks"] = time.perf_counter() - t0
         return neutral[None] + offsets
@@ -134,7 +136,8 @@ class Pipeline:
                 raise InputError("audio array is empty")
         else:
             wav = media.load_audio(audio, max_seconds=options.max_audio_seconds)
-        if float(np.max(np.abs(wav))) < 1e-4 or not audio_mod.voice_activity(audio_mod.speech_energy(wav)).any():
+        energy = audio_mod.speech_energy(wav)
+        if float(np.max(np.abs(wav))) < 1e-4 or not audio_mod.voice_activity(energy).any():
             raise SilentAudioError(f"audio {aud_name!s} is silent: there is no speech to lip-sync")
         timings["load"] = time.perf_counter() - t_start
 
@@ -152,7 +155,7 @@ class Pipeline:
         timings["face"] = time.perf_counter() - t0
 
         # 3. mouth landmarks from audio, placed into the image by the face's pose
-        mouth_canon = self.predict_mouth(wav, neutral, options, timings)  # (T, 59, 3)
+        mouth_canon = self.predict_mouth(wav, neutral, options, timings, energy)  # (T, 59, 3)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
         mouth_crop = to_crop(mouth_img)  # (T, 59, 2)
