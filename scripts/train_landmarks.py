@@ -26,10 +26,8 @@ def evaluate(model, clips, direction) -> list[dict]:
     rows = []
     for c in clips:
         off = model.predict(torch.from_numpy(c.feats)).numpy()  # (T, 59, 3)
-        pred = c.neutral + off
-        static = np.repeat(c.neutral[None], len(c.mouth), axis=0)
-        energy = c.neutral + lt.energy_z(c.energy)[:, None, None] * direction
-        for method, track in (("model", pred), ("static", static), ("energy", energy)):
+        tracks = {"model": c.neutral + off, **lt.baseline_tracks(c.neutral, c.energy, direction)}
+        for method, track in tracks.items():
             rows.append({"clip": c.name, "speaker": c.speaker, "method": method, **lt.score(track, c.mouth, c.valid)})
     return rows
 

@@ -48,14 +48,14 @@ def retrack(frames: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray
                 continue
             ff = face.FaceFrame.fit(faces[0].landmarks)
             mouths.append(ff.to_canonical(faces[0].landmarks[face.MOUTH]))
-            crops.append(cv2.warpAffine(fr, ff.crop_affine(size), (size, size), flags=cv2.INTER_AREA))
+            crops.append(face.warp_crop(fr, ff.crop_affine(size), size, replicate_border=False))
             valid.append(True)
     return np.asarray(mouths, np.float32), np.asarray(valid), np.asarray(crops)
 
 
 def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_clips: int | None = None,
              energy_direction: np.ndarray | None = None, train_speakers: list[str] | None = None) -> dict:
-    from .training.landmark_training import energy_z, neutral_mouth, score  # the training measures
+    from .training.landmark_training import baseline_tracks, neutral_mouth, score  # the training measures
     from .audio import speech_energy
 
     os.makedirs(out, exist_ok=True)
@@ -76,10 +76,7 @@ def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_cli
         track = pipe.predict_mouth(wav, neutral, options, {}, energy)
         n = min(len(track), len(real))
         track, real_n, valid_n, energy = track[:n], real[:n], valid[:n], energy[:n]
-        z = energy_z(energy)
-        baselines = {"static": np.repeat(neutral[None], n, axis=0)}
-        if energy_direction is not None:
-            baselines["energy"] = neutral + z[:, None, None] * energy_direction
+        baselines = baseline_tracks(neutral, energy, energy_direction)
         for method, pred in {"model": track, **baselines}.items():
             rows.append({"clip": e["clip"], "speaker": e["speaker"], "level": "landmark", "method": method,
                          **score(pred, real_n, valid_n)})
@@ -100,7 +97,7 @@ def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_cli
             rows.append({"clip": e["clip"], "speaker": e["speaker"], "level": "video", "method": "model", **s,
                          "sharpness_ratio": out_sharp / max(real_sharp, 1e-9), "tracked": float(valid_out.mean())})
             if e is strip_entry:
-                _strip(res.frames, d, os.path.join(out, "strip.png"))
+                _strip(d["crops"][:m], crops_out[:m], os.path.join(out, "strip.png"))
     summary = _summarize(rows)
     _plot_openings(plots, os.path.join(out, "opening.png"))
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -166,13 +163,11 @@ def _plot_openings(plots: list, path: str) -> None:
     plt.close(fig)
 
 
-def _strip(frames: list[np.ndarray], d, path: str, n: int = 8) -> None:
-    """Top row: real mouth crops; bottom row: the rendered frames' mouth area at the same times."""
-    idx = np.linspace(0, min(len(frames), len(d["crops"])) - 1, n).astype(int)
-    size = d["crops"].shape[1]
-    _, _, crops = retrack([frames[i] for i in idx], size)
-    top = np.concatenate([d["crops"][i] for i in idx], axis=1)
-    bottom = np.concatenate(list(crops), axis=1)
+def _strip(real_crops: np.ndarray, out_crops: np.ndarray, path: str, n: int = 8) -> None:
+    """Top row: real mouth crops; bottom row: the rendered frames' mouth crops at the same times."""
+    idx = np.linspace(0, len(out_crops) - 1, n).astype(int)
+    top = np.concatenate([real_crops[i] for i in idx], axis=1)
+    bottom = np.concatenate([out_crops[i] for i in idx], axis=1)
     cv2.imwrite(path, cv2.cvtColor(np.concatenate([top, bottom], axis=0), cv2.COLOR_RGB2BGR))
 
 

@@ -125,6 +125,17 @@ class FaceFrame:
         return cv2.getAffineTransform(img, dst)
 
 
+def apply_affine(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(..., >=2) points -> (..., 2) through a (2, 3) affine (e.g. ``FaceFrame.crop_affine``)."""
+    return points[..., :2] @ affine[:, :2].T + affine[:, 2]
+
+
+def warp_crop(image: np.ndarray, affine: np.ndarray, size: int, *, replicate_border: bool = True) -> np.ndarray:
+    """The ``size`` x ``size`` aligned crop of ``image`` (H, W, 3) under ``affine``."""
+    border = cv2.BORDER_REPLICATE if replicate_border else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA, borderMode=border)
+
+
 def mouth_opening(points: np.ndarray) -> np.ndarray:
     """Inner-lip gap / inter-ocular distance. points: (..., 478|468, >=2) -> (...)."""
     iod = np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)

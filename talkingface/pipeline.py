@@ -148,17 +148,16 @@ class Pipeline:
         neutral = frame.to_canonical(det.landmarks[face.MOUTH])  # (59, 3) the photo's own mouth
         size = self.crop_size
         affine = frame.crop_affine(size)  # (2, 3) image -> crop
-        crop = cv2.warpAffine(img, affine, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-        to_crop = lambda pts: pts[..., :2] @ affine[:, :2].T + affine[:, 2]  # noqa: E731
-        compositor = Compositor(img.shape[:2], affine, size, to_crop(det.landmarks[face.MOUTH]),
-                                to_crop(det.landmarks[face.NOSE_LINE]))
+        crop = face.warp_crop(img, affine, size)
+        compositor = Compositor(img.shape[:2], affine, size, face.apply_affine(det.landmarks[face.MOUTH], affine),
+                                face.apply_affine(det.landmarks[face.NOSE_LINE], affine))
         timings["face"] = time.perf_counter() - t0
 
         # 3. mouth landmarks from audio, placed into the image by the face's pose
         mouth_canon = self.predict_mouth(wav, neutral, options, timings, energy)  # (T, 59, 3)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
-        mouth_crop = to_crop(mouth_img)  # (T, 59, 2)
+        mouth_crop = face.apply_affine(mouth_img, affine)  # (T, 59, 2)
 
         # 4-5. texture and compositing, streamed into the encoder batch by batch
         ref = to_tensor(crop[None]).to(self.device)  # (1, 3, S, S)

@@ -5,12 +5,11 @@ from talkingface.composite import Compositor
 
 
 def _setup(tracker, astronaut, size=128):
-    import cv2
 
     lm = tracker.detect(astronaut)[0].landmarks
     aff = face.FaceFrame.fit(lm).crop_affine(size)
-    to_crop = lambda p: p[:, :2] @ aff[:, :2].T + aff[:, 2]  # noqa: E731
-    crop = cv2.warpAffine(astronaut, aff, (size, size), flags=cv2.INTER_AREA)
+    to_crop = lambda p: face.apply_affine(p, aff)  # noqa: E731
+    crop = face.warp_crop(astronaut, aff, size, replicate_border=False)
     comp = Compositor(astronaut.shape[:2], aff, size, to_crop(lm[face.MOUTH]), to_crop(lm[face.NOSE_LINE]))
     return comp, crop, to_crop(lm[face.MOUTH]), lm
 

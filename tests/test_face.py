@@ -54,12 +54,12 @@ def test_face_frame_round_trip_and_normalization(tracker, astronaut):
 def test_crop_affine_frames_the_mouth(tracker, astronaut):
     lm = tracker.detect(astronaut)[0].landmarks
     aff = face.FaceFrame.fit(lm).crop_affine(128)
-    pts = lm[face.MOUTH, :2] @ aff[:, :2].T + aff[:, 2]
+    pts = face.apply_affine(lm[face.MOUTH], aff)
     lips = pts[: len(face.LIPS_OUTER)]
     assert (lips > 5).all() and (lips < 123).all()
     cx, cy = lips.mean(0)
     assert abs(cx - 64) < 10 and 25 < cy < 90  # lips centred horizontally, below the nose
-    nose = lm[1, :2] @ aff[:, :2].T + aff[:, 2]
+    nose = face.apply_affine(lm[1], aff)
     assert nose[1] < 16  # the nose tip sits at the crop's top edge
 
 

@@ -220,6 +220,15 @@ def energy_direction(clips: list[Clip]) -> np.ndarray:
     return (num / max(den, 1e-6)).astype(np.float32)
 
 
+def baseline_tracks(neutral: np.ndarray, energy: np.ndarray, direction: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The baselines for one clip of T frames: a static resting mouth, and offsets along ``direction``
+    proportional to speech energy (when a direction is given). Each (T, 59, 3)."""
+    tracks = {"static": np.repeat(neutral[None], len(energy), axis=0)}
+    if direction is not None:
+        tracks["energy"] = neutral + energy_z(energy)[:, None, None] * direction
+    return tracks
+
+
 def energy_z(energy: np.ndarray) -> np.ndarray:
     z = (energy - np.median(energy)) / (energy.std() + 1e-6)
     return np.clip(z, 0, None)

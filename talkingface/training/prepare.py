@@ -24,7 +24,6 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -48,8 +47,8 @@ def track_clip(path: str, size: int, tracker: face.FaceTracker) -> dict[str, np.
             lm = faces[0].landmarks
             ff = face.FaceFrame.fit(lm)
             aff = ff.crop_affine(size)
-            crop = cv2.warpAffine(frame, aff, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-            pts = lm[face.MOUTH, :2] @ aff[:, :2].T + aff[:, 2]
+            crop = face.warp_crop(frame, aff, size)
+            pts = face.apply_affine(lm[face.MOUTH], aff)
             pose = face.head_pose(lm, frame.shape[:2])
             last = (lm, ff.to_canonical(lm[face.MOUTH]), pts, crop, pose.yaw, pose.pitch)
             valid = True
