@@ -64,7 +64,6 @@ def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_cli
     if overlap:
         raise ValueError(f"validation speakers {sorted(overlap)} were seen in training: the split is not honest")
     rows, plots = [], []
-    options = RenderOptions()
     # the frame strip shows real footage: prefer a GRID clip (CC BY 4.0, redistributable) for it
     strip_entry = next((e for e in entries if "GRID" in e["clip"]), entries[0] if entries else None)
     for e in entries:
@@ -73,7 +72,7 @@ def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_cli
         neutral = neutral_mouth(real, valid)
         wav = media.load_audio(e["source"])
         energy = speech_energy(wav)
-        track = pipe.predict_mouth(wav, neutral, options, {}, energy)
+        track = pipe.predict_mouth(wav, neutral, energy=energy)
         n = min(len(track), len(real))
         track, real_n, valid_n, energy = track[:n], real[:n], valid[:n], energy[:n]
         baselines = baseline_tracks(neutral, energy, energy_direction)

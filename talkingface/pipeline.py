@@ -90,22 +90,33 @@ class Pipeline:
         faces = self.tracker.detect(image)
         return face.pick_face(faces, face_index, source), len(faces)
 
-    def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, options: RenderOptions,
-                      timings: dict[str, float], energy: np.ndarray | None = None) -> np.ndarray:
-        """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical.
-        ``energy``: the audio's speech_energy when the caller has it already."""
+    def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, *, motion_scale: float = 1.0,
+                      silence_gate: bool = True, timings: dict[str, float] | None = None,
+                      energy: np.ndarray | None = None, phonemes=None) -> np.ndarray:
+        """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical, T at 25 fps.
+
+        energy: the audio's speech_energy when the caller has it already.
+        phonemes: optional phoneme timings (``talkingface.phonemes``) for the same audio; when given they
+        correct the track (closed lips on bilabials, ...).
+        """
+        timings = {} if timings is None else timings
         t0 = time.perf_counter()
         feats = self.audio_encoder(wav)  # (T, F)
-        timings["audio_features"] = time.perf_counter() - t0
+        timings["audio_features"] = timings.get("audio_features", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         x = torch.from_numpy(feats).to(self.device)
-        offsets = self.landmark_model.predict(x).cpu().numpy() * options.motion_scale  # (T, 59, 3)
-        if options.silence_gate:
+        offsets = self.landmark_model.predict(x).cpu().numpy() * motion_scale  # (T, 59, 3)
+        if silence_gate:
             energy = audio_mod.speech_energy(wav) if energy is None else energy
             gate = _smooth_gate(audio_mod.voice_activity(energy))[: len(offsets)]
             offsets *= gate[:, None, None]
-        timings["landmarks"] = time.perf_counter() - t0
-        return neutral[None] + offsets
+        track = neutral[None] + offsets
+        if phonemes:
+            from .phonemes import apply_phoneme_timing
+
+            track = apply_phoneme_timing(track, neutral, phonemes, fps=audio_mod.FPS)
+        timings["landmarks"] = timings.get("landmarks", 0.0) + time.perf_counter() - t0
+        return track
 
     # --- public API ---------------------------------------------------------------------------------
     def render(self, image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, *,
@@ -154,7 +165,8 @@ class Pipeline:
         timings["face"] = time.perf_counter() - t0
 
         # 3. mouth landmarks from audio, placed into the image by the face's pose
-        mouth_canon = self.predict_mouth(wav, neutral, options, timings, energy)  # (T, 59, 3)
+        mouth_canon = self.predict_mouth(wav, neutral, motion_scale=options.motion_scale,
+                                         silence_gate=options.silence_gate, timings=timings, energy=energy)  # (T, 59, 3)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
         mouth_crop = face.apply_affine(mouth_img, affine)  # (T, 59, 2)
