@@ -38,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "file appears only when rendering succeeded.",
         epilog=EPILOG,
     )
-    r.add_argument("--image", required=True, help="photo with a face (jpg, png, webp, bmp)")
-    r.add_argument("--audio", required=True,
-                   help="speech (wav, mp3, m4a, flac, ogg, or a video file's audio track); any rate/channels")
+    face_src = r.add_mutually_exclusive_group(required=True)
+    face_src.add_argument("--image", help="photo with a face (jpg, png, webp, bmp)")
+    face_src.add_argument("--video", help="video of a person to dub: only the mouth region changes")
+    speech = r.add_argument_group("speech (what the face says)")
+    speech.add_argument("--audio", required=True,
+                        help="speech (wav, mp3, m4a, flac, ogg, or a video file's audio track); any rate/channels")
     r.add_argument("-o", "--output", required=True, help="output .mp4 path (its folder must exist)")
     r.add_argument("--face", type=int, default=None, metavar="N",
                    help="which face when the photo has several: 0 = largest (default), 1 = next, ...")
@@ -72,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _speech(args: argparse.Namespace):
+    """The speech that drives the face -> (audio path or float32 16 kHz array, phoneme timings or None)."""
+    return args.audio, None
+
+
+def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
+    raise TalkingFaceError("dubbing a video is not available yet")
+
+
 def _render(args: argparse.Namespace) -> int:
     import json
 
@@ -79,10 +91,13 @@ def _render(args: argparse.Namespace) -> int:
 
     from .pipeline import RenderOptions, load
 
-    for path, what in ((args.image, "image"), (args.audio, "audio")):
-        if not os.path.exists(path):
+    for path, what in ((args.image, "image"), (args.video, "video"), (args.audio, "audio")):
+        if path is not None and not os.path.exists(path):
             raise TalkingFaceError(f"{what} file '{path}' does not exist")
     pipe = load(args.checkpoints, device=args.device)
+    speech, phonemes = _speech(args)
+    if args.video is not None:
+        return _dub(args, pipe, speech, phonemes)
     options = RenderOptions(face_index=args.face, max_size=args.max_size, silence_gate=not args.no_silence_gate,
                             motion_scale=args.motion, crf=args.crf)
     bar = tqdm(total=None, unit="frame", desc="render", disable=not sys.stderr.isatty() and not args.verbose)
@@ -92,7 +107,8 @@ def _render(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        result = pipe.render(args.image, args.audio, output=args.output, options=options, progress=progress)
+        result = pipe.render(args.image, speech, output=args.output, options=options, progress=progress,
+                             phonemes=phonemes)
     finally:
         bar.close()
     if args.landmarks_json:

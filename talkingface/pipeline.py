@@ -121,12 +121,14 @@ class Pipeline:
     # --- public API ---------------------------------------------------------------------------------
     def render(self, image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, *,
                output: str | os.PathLike | None = None, options: RenderOptions = RenderOptions(),
-               return_frames: bool = False, progress: Callable[[int, int], None] | None = None) -> RenderResult:
+               return_frames: bool = False, progress: Callable[[int, int], None] | None = None,
+               phonemes=None) -> RenderResult:
         """Render ``image`` speaking ``audio``.
 
         image: path or RGB uint8 (H, W, 3); audio: path (any format ffmpeg reads) or float32 mono 16 kHz.
         output: mp4 path (written atomically), or None to only return frames/landmarks.
         progress: called as progress(frames_done, frames_total).
+        phonemes: optional phoneme timings of ``audio`` (from TTS or forced alignment), see predict_mouth.
         """
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -166,7 +168,8 @@ class Pipeline:
 
         # 3. mouth landmarks from audio, placed into the image by the face's pose
         mouth_canon = self.predict_mouth(wav, neutral, motion_scale=options.motion_scale,
-                                         silence_gate=options.silence_gate, timings=timings, energy=energy)  # (T, 59, 3)
+                                         silence_gate=options.silence_gate, timings=timings, energy=energy,
+                                         phonemes=phonemes)  # (T, 59, 3)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
         mouth_crop = face.apply_affine(mouth_img, affine)  # (T, 59, 2)
