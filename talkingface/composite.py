@@ -58,11 +58,12 @@ class Compositor:
         return cv2.GaussianBlur(m, (self.blur * 2 + 1, self.blur * 2 + 1), 0)
 
     def __call__(self, frame: np.ndarray, generated: np.ndarray, original_crop: np.ndarray,
-                 target_mouth: np.ndarray) -> np.ndarray:
-        """frame (H, W, 3) uint8 (not modified), generated/original crops (S, S, 3) uint8 -> new frame."""
-        alpha = self.mask(target_mouth)  # (S, S)
+                 target_mouth: np.ndarray, weight: float = 1.0) -> np.ndarray:
+        """frame (H, W, 3) uint8 (not modified), generated/original crops (S, S, 3) uint8 -> new frame.
+        ``weight`` in [0, 1] scales the blend (fades between dubbed and passed-through video frames)."""
+        alpha = self.mask(target_mouth) * float(weight)  # (S, S)
         gen = generated.astype(np.float32)
-        band = (alpha > 0.05) & (alpha < 0.6)
+        band = (alpha > 0.05 * weight) & (alpha < 0.6 * weight)
         if band.sum() > 20:  # colour match in the feather band
             gen += (original_crop[band].astype(np.float32).mean(0) - gen[band].mean(0)) * (alpha[..., None] > 0)
         x0, y0, x1, y1 = self.box

@@ -55,7 +55,8 @@ def retrack(frames: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray
 
 def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_clips: int | None = None,
              energy_direction: np.ndarray | None = None, train_speakers: list[str] | None = None) -> dict:
-    from .training.landmark_training import baseline_tracks, neutral_mouth, score  # the training measures
+    from .metrics import neutral_mouth
+    from .training.landmark_training import baseline_tracks, score  # the training measures
     from .audio import speech_energy
 
     os.makedirs(out, exist_ok=True)

@@ -446,7 +446,7 @@ def _fit_even(w: int, h: int, max_side: int) -> tuple[int, int]:
 
 
 def _video_stream(
-    p: str, w: int, h: int, fps: float | None, need_scale: bool
+    p: str, w: int, h: int, fps: float | None, need_scale: bool, start: float | None = None
 ) -> Iterator[np.ndarray]:
     """Run ffmpeg to rawvideo rgb24 and yield exactly w*h*3-byte frames."""
     filters = []
@@ -454,8 +454,10 @@ def _video_stream(
         filters.append(f"fps={_rate_str(fps)}")
     if need_scale:
         filters.append(f"scale={w}:{h}:flags=area")
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", _ff_url(p),
-            "-map", "0:v:0", "-an", "-sn", "-dn"]
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    if start:
+        args += ["-ss", f"{start:.6f}"]  # input seek: decodes from the keyframe before, emits from ``start``
+    args += ["-i", _ff_url(p), "-map", "0:v:0", "-an", "-sn", "-dn"]
     if filters:
         args += ["-vf", ",".join(filters)]
     if fps is None:
@@ -497,7 +499,7 @@ def _video_stream(
 
 
 def iter_video_frames(
-    path: PathLike, fps: float | None = 25.0, max_side: int | None = None
+    path: PathLike, fps: float | None = 25.0, max_side: int | None = None, start: float | None = None
 ) -> Iterator[np.ndarray]:
     """Stream the frames of a video (or still image) as uint8 RGB (H, W, 3) arrays.
 
@@ -505,7 +507,8 @@ def iter_video_frames(
     ``fps=None`` frames are passed through as decoded. ``max_side`` downscales so the
     longer side is at most that, with even dimensions. Frames are upright (ffmpeg
     applies the rotation metadata). The file is validated on call; closing the
-    generator early kills ffmpeg.
+    generator early kills ffmpeg. ``start`` (seconds) seeks before decoding (the first frame may be one
+    frame off the exact time; callers that need exact frames check what they got).
     """
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None, got {fps}")
@@ -520,7 +523,7 @@ def iter_video_frames(
         w, h = _fit_even(w, h, max_side)
     # Always scale to the size we computed: guarantees the byte count per frame even if
     # ffmpeg's autorotation and our parsing of the rotation metadata ever disagree.
-    return _video_stream(p, w, h, fps, need_scale=True)
+    return _video_stream(p, w, h, fps, need_scale=True, start=start)
 
 
 # --------------------------------------------------------------------------- video writing

@@ -73,3 +73,13 @@ def sharpness(images: np.ndarray, mask: np.ndarray | None = None) -> float:
         lap = cv2.Laplacian(grey, cv2.CV_64F)
         vals.append(lap[mask > 0].var() if mask is not None else lap.var())
     return float(np.mean(vals)) if vals else 0.0
+
+
+def neutral_mouth(mouth: np.ndarray, valid: np.ndarray, quantile: float = 0.15) -> np.ndarray:
+    """A person's resting mouth: the median shape (T, 59, D) -> (59, D) over the most closed valid frames."""
+    iod = canonical_iod()
+    op = opening(mouth, iod)
+    ok = np.flatnonzero(valid) if valid.any() else np.arange(len(mouth))
+    thr = np.quantile(op[ok], quantile)
+    rest = ok[op[ok] <= thr]
+    return np.median(mouth[rest], axis=0)

@@ -225,6 +225,15 @@ class Pipeline:
             n_faces=n_faces, frames=frames_out, timings=timings,
         )
 
+    def dub(self, video, audio, *, output=None, options=None, phonemes=None, progress=None, stage=None,
+            return_frames: bool = False):
+        """Dub ``video`` (path) with ``audio``: only the mouth region of the chosen face changes and the audio is
+        replaced. See talkingface.dub.dub and DubOptions; returns a DubResult."""
+        from .dub import DubOptions, dub
+
+        return dub(self, video, audio, output=output, options=options or DubOptions(), phonemes=phonemes,
+                   progress=progress, stage=stage, return_frames=return_frames)
+
     @staticmethod
     def _fit_size(img: np.ndarray, max_size: int) -> np.ndarray:
         """Scale down to ``max_size`` on the longer side, then crop to even dimensions (H.264 needs them)."""

@@ -52,15 +52,6 @@ def shift(x: np.ndarray, k: int) -> np.ndarray:
     return x[idx]
 
 
-def neutral_mouth(mouth: np.ndarray, valid: np.ndarray, quantile: float = 0.15) -> np.ndarray:
-    iod = metrics.canonical_iod()
-    op = metrics.opening(mouth, iod)
-    ok = np.flatnonzero(valid) if valid.any() else np.arange(len(mouth))
-    thr = np.quantile(op[ok], quantile)
-    rest = ok[op[ok] <= thr]
-    return np.median(mouth[rest], axis=0)
-
-
 def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("train", "val")) -> list[Clip]:
     with open(os.path.join(prepared, "index.json")) as f:
         index = json.load(f)
@@ -75,7 +66,7 @@ def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("tra
             continue
         mouth = d["mouth_canon"].astype(np.float32)
         clips.append(Clip(e["clip"], e["speaker"], e["split"], d[feature_kind].astype(np.float32), mouth, valid,
-                          d["energy"].astype(np.float32), neutral_mouth(mouth, valid)))
+                          d["energy"].astype(np.float32), metrics.neutral_mouth(mouth, valid)))
     return clips
 
 

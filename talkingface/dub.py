@@ -1,0 +1,465 @@
+"""Dubbing: an existing video of a person + new speech -> the same video with the mouth following the speech.
+
+The "Synthesizing Obama" setting (Suwajanakorn et al. 2017): mouth shapes are predicted in the pose-normalized
+face space, then placed into every target frame by that frame's own 3D head pose. Two streamed passes:
+
+1. **Track** (talkingface.tracking): decode the video once; FaceMesh on every frame, the chosen face
+   followed through the video, its pose smoothed without lag; the resting mouth of *this* person is estimated
+   from the video; a bounded bank of aligned crops of the person's own mouth is kept.
+2. **Render**: decode again in output order (the length policy may loop or play the video backwards), and for
+   every frame: aligned crop from the frame's pose -> the texture generator paints the mouth for the
+   predicted landmarks, with the frame's own crop as context and the bank frame whose mouth opening is
+   nearest the target as the appearance reference (teeth, tongue, lips, beard) -> warped back and blended
+   (talkingface.composite) -> encoded. Frames without the face, or turned beyond ``max_angle``, pass through
+   unchanged, with a short fade so the switch is not a jump.
+
+Memory is constant in the video's length: frames are streamed, per-frame state is a few KB.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio as audio_mod
+from . import face, media, metrics, tracking
+from .composite import Compositor
+from .errors import InputError, NoFaceError, SilentAudioError
+from .texture import draw_sketch, generator_mask, lip_weight_map, to_tensor, to_uint8
+
+log = logging.getLogger(__name__)
+
+LENGTH_POLICIES = ("pingpong", "loop", "freeze", "trim", "video")
+
+
+@dataclass(frozen=True)
+class DubOptions:
+    face_index: int | None = None  # which face when several: 0 = largest (default: the largest)
+    face_point: tuple[float, float] | None = None  # or: the face whose box holds this (x, y) pixel, first frame
+    length: str = "pingpong"  # audio longer than video: pingpong | loop | freeze (last frame); trim: the
+    #   shorter of the two; video: keep the video's length (audio cut or padded with silence)
+    fps: float | None = None  # output frame rate; None keeps the input's
+    max_size: int | None = None  # longer side of the output; None keeps the input's resolution
+    max_angle: float = 35.0  # frames with |yaw| or |pitch| beyond this (degrees) pass through unchanged
+    adapt: bool = False  # fine-tune the texture generator on this video's own frames first
+    adapt_steps: int = 150
+    silence_gate: bool = True
+    motion_scale: float = 1.0
+    smooth: float = 1.0  # Gaussian sigma (frames) of the zero-phase pose/landmark smoothing
+    batch_size: int = 16
+    crf: int = 18
+    max_seconds: float = 3 * 3600.0  # longest video or audio accepted
+
+    def __post_init__(self):
+        if self.length not in LENGTH_POLICIES:
+            raise InputError(f"length policy '{self.length}' is not one of {', '.join(LENGTH_POLICIES)}")
+        if self.fps is not None and not 1 <= self.fps <= 120:
+            raise InputError(f"fps must be between 1 and 120, got {self.fps}")
+        if self.max_size is not None and self.max_size < 64:
+            raise InputError(f"max_size must be at least 64 px, got {self.max_size}")
+
+
+@dataclass
+class DubResult:
+    output: str | None
+    fps: float
+    n_frames: int  # frames written
+    n_source_frames: int  # frames of the input video (at the output rate)
+    duration: float  # seconds of output
+    frames_dubbed: int
+    frames_no_face: int  # passed through: the face was not found
+    frames_turned: int  # passed through: head turned beyond max_angle
+    n_faces: int  # most faces seen in one frame
+    face_box: tuple[int, int, int, int] | None  # the dubbed face where first found
+    mouth_landmarks: np.ndarray  # (T, 59, 2) image pixels of the output frames; NaN where passed through
+    mouth_canonical: np.ndarray  # (T, 59, 3) predicted mouth, pose-normalized space (cm)
+    adapt: dict | None = None  # adaptation report: steps, seconds, held-out L1 before/after
+    frames: list[np.ndarray] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def source_indices(n_out: int, n_src: int, policy: str) -> np.ndarray:
+    """Source frame index for each output frame under a length policy (n_out may exceed n_src)."""
+    k = np.arange(n_out)
+    if n_out <= n_src or n_src == 1:
+        return np.minimum(k, n_src - 1)
+    if policy == "loop":
+        return k % n_src
+    if policy == "freeze":
+        return np.minimum(k, n_src - 1)
+    period = 2 * (n_src - 1)  # pingpong: 0 1 .. n-1 n-2 .. 1 0 1 ..
+    m = k % period
+    return np.where(m < n_src, m, period - m)
+
+
+def output_length(n_src: int, audio_seconds: float, fps: float, policy: str) -> int:
+    n_audio = max(1, int(round(audio_seconds * fps)))
+    if policy == "trim":
+        return min(n_src, n_audio)
+    if policy == "video":
+        return n_src
+    return n_audio
+
+
+class FrameSource:
+    """Frames of a video in any order of source indices, decoded as a stream.
+
+    Forward runs stream from one ffmpeg process; a jump (loop restart) reopens it with a seek; backward runs
+    (ping-pong) are decoded in chunks from the end. Seeks are made exact by matching the per-frame thumbnails
+    from the tracking pass. Holds at most ``chunk`` frames.
+    """
+
+    def __init__(self, path: str, fps: float, max_side: int | None, thumbs: np.ndarray, chunk: int = 48):
+        self.path, self.fps, self.max_side, self.thumbs, self.chunk = path, fps, max_side, thumbs, chunk
+        self._gen: Iterator[np.ndarray] | None = None
+        self._next = 0
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _open_at(self, index: int, n_read: int | None = None) -> tuple[Iterator[np.ndarray], list[np.ndarray], int]:
+        """Open a decoder near ``index``; returns (generator, first frames read, source index of the first)."""
+        start = max(0, index - 3)
+        gen = media.iter_video_frames(self.path, fps=self.fps, max_side=self.max_side,
+                                      start=start / self.fps if start > 0 else None)
+        got = []
+        for fr in gen:
+            got.append(fr)
+            if len(got) >= (n_read or 7):
+                break
+        if start == 0 or not got:
+            return gen, got, start
+        # align: which source index is got[0]? compare thumbnails within +-3 frames
+        probe = np.stack([tracking.thumbnail(f) for f in got[:7]]).astype(np.float32)
+        best, first = np.inf, start
+        for d in sorted(range(-3, 4), key=abs):
+            s = start + d
+            if s < 0 or s >= len(self.thumbs):
+                continue
+            ref = self.thumbs[s:s + len(probe)].astype(np.float32)
+            if len(ref) == 0:
+                continue
+            err = float(np.abs(probe[: len(ref)] - ref).mean())
+            if err < best - 1e-6:
+                best, first = err, s
+        return gen, got, first
+
+    def _close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+            self._gen = None
+
+    def get(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            return self._cache[index]
+        if self._gen is not None and self._next <= index < self._next + 2 * self.fps + 1:
+            fr = None
+            while self._next <= index:
+                fr = next(self._gen, None)
+                if fr is None:
+                    break
+                self._next += 1
+            if fr is not None:
+                self._cache = {index: fr}
+                return fr
+        backward = index + 1 in self._cache or (self._cache and index < min(self._cache))
+        if backward:  # decode the chunk ending at ``index`` and serve from it
+            self._close()
+            a = max(0, index + 1 - self.chunk)
+            gen, got, first = self._open_at(a, n_read=index + 1 - a + 6)
+            gen.close()
+            self._cache = {first + j: f for j, f in enumerate(got) if a <= first + j <= index}
+            if index in self._cache:
+                return self._cache[index]
+            nearest = min(self._cache, key=lambda j: abs(j - index)) if self._cache else None
+            if nearest is None:
+                raise InputError(f"video file '{self.path}' could not be decoded again at frame {index}")
+            return self._cache[nearest]
+        # (re)start forward decoding at ``index``
+        self._close()
+        gen, got, first = self._open_at(index)
+        self._gen = gen
+        frames = {first + j: f for j, f in enumerate(got)}
+        self._next = first + len(got)
+        if index in frames:
+            self._cache = {index: frames[index]}
+            # frames already read beyond ``index`` must not be lost: keep them for the next calls
+            self._cache.update({j: f for j, f in frames.items() if j > index})
+            return frames[index]
+        while self._next <= index:
+            fr = next(self._gen, None)
+            if fr is None:
+                raise InputError(f"video file '{self.path}' ended before frame {index} on a second read")
+            self._next += 1
+        self._cache = {index: fr}
+        return fr
+
+    def close(self) -> None:
+        self._close()
+        self._cache = {}
+
+
+def _pick_references(bank: list[tracking.BankEntry], k: int = 6) -> list[tracking.BankEntry]:
+    """A few bank crops spanning the person's mouth openings (closed to widest), for reference selection."""
+    if len(bank) <= k:
+        return sorted(bank, key=lambda e: e.opening)
+    ops = np.array([e.opening for e in bank])
+    order = np.argsort(ops)
+    picks = [order[int(round(q * (len(order) - 1)))] for q in np.linspace(0.05, 1.0, k)]
+    return [bank[i] for i in dict.fromkeys(picks)]
+
+
+def _resample_track(track: np.ndarray, n_out: int, fps: float) -> np.ndarray:
+    """Mouth track at 25 fps (T, 59, 3) -> n_out frames at ``fps`` by linear interpolation in time."""
+    if abs(fps - audio_mod.FPS) < 1e-6 and len(track) >= n_out:
+        return track[:n_out]
+    t = np.arange(n_out) * audio_mod.FPS / fps
+    i0 = np.clip(np.floor(t).astype(int), 0, len(track) - 1)
+    i1 = np.clip(i0 + 1, 0, len(track) - 1)
+    w = (t - np.floor(t))[:, None, None]
+    return track[i0] * (1 - w) + track[i1] * w
+
+
+def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], *, steps: int, device,
+                    batch: int = 8, lr: float = 1e-4, seed: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[torch.nn.Module, dict]:
+    """Fine-tune a copy of the generator on this video's own crops (reconstruction: L1, lips weighted).
+
+    A tenth of the bank (at least 4 crops) is held out; the report gives the L1 on it before and after.
+    """
+    if len(bank) < 12:
+        raise InputError(f"--adapt needs at least 12 near-frontal frames of the face, the video has {len(bank)}")
+    t0 = time.perf_counter()
+    gen = copy.deepcopy(generator).to(device).train()
+    size = bank[0].crop.shape[0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(bank))
+    n_hold = max(4, len(bank) // 10)
+    hold, train = order[:n_hold], order[n_hold:]
+    mask = torch.from_numpy(generator_mask(size)).to(device)
+    crops = to_tensor(np.stack([e.crop for e in bank])).to(device)  # (N, 3, S, S)
+    sketches = torch.from_numpy(np.stack([draw_sketch(e.mouth, size) for e in bank])[:, None]).to(device)
+    lipw = torch.from_numpy(np.stack([lip_weight_map(e.mouth, size) for e in bank])[:, None]).to(device)
+
+    def loss_on(idx: np.ndarray, ref_idx: np.ndarray, model) -> torch.Tensor:
+        real = crops[idx]
+        fake = model(crops[ref_idx], real * (1 - mask), sketches[idx])
+        w = mask * (1 + 4 * lipw[idx])
+        return (torch.abs(fake - real) * w).sum() / (w.sum() * 3)
+
+    def held_out() -> float:
+        gen.eval()
+        with torch.no_grad():
+            refs = np.roll(hold, 1)
+            val = float(loss_on(hold, refs, gen))
+        gen.train()
+        return val
+
+    before = held_out()
+    opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    for step in range(steps):
+        idx = rng.choice(train, size=min(batch, len(train)), replace=False)
+        ref_idx = rng.choice(train, size=len(idx))
+        loss = loss_on(idx, ref_idx, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1, steps)
+    after = held_out()
+    gen.eval()
+    report = {"steps": steps, "crops": len(bank), "held_out": int(n_hold), "l1_before": round(before, 4),
+              "l1_after": round(after, 4), "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("adapted the generator: %s", report)
+    return gen, report
+
+
+def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), phonemes=None,
+        progress: Callable[[int, int], None] | None = None, stage: Callable[[str], None] | None = None,
+        return_frames: bool = False) -> DubResult:
+    """Dub ``video`` with ``audio`` using the models of ``pipe`` (a talkingface.Pipeline).
+
+    video: path of any video ffmpeg reads; audio: path or float32 mono 16 kHz array; output: mp4 path (written
+    atomically) or None. progress(done, total) is called per output frame; stage(name) at each pass.
+    """
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    say = stage or (lambda name: None)
+    vpath = str(video)
+    if output is not None:
+        out_dir = Path(output).resolve().parent
+        if not out_dir.is_dir():
+            raise InputError(f"output folder '{out_dir}' does not exist (for '{output}')")
+    info = media.probe(vpath)
+    if not info.has_video or info.display_size is None:
+        raise InputError(f"'{vpath}' has no video stream to dub")
+    if info.duration is not None and info.duration > options.max_seconds:
+        raise InputError(f"video '{vpath}' is {info.duration:.0f} s long; the limit is {options.max_seconds:.0f} s")
+    fps = float(options.fps or info.fps or 25.0)
+    if not 1 <= fps <= 120:
+        raise InputError(f"video '{vpath}' reports {fps} fps; pass an explicit output fps")
+    if isinstance(audio, np.ndarray):
+        wav = audio.astype(np.float32).reshape(-1)
+        aud_name = "<array>"
+        if wav.size == 0:
+            raise InputError("audio array is empty")
+    else:
+        aud_name = str(audio)
+        wav = media.load_audio(audio, max_seconds=options.max_seconds)
+    if len(wav) < audio_mod.SAMPLE_RATE * 0.2:
+        raise InputError(f"audio {aud_name} is {len(wav) / audio_mod.SAMPLE_RATE:.2f} s long; at least 0.2 s needed")
+    energy = audio_mod.speech_energy(wav)
+    if float(np.max(np.abs(wav))) < 1e-4 or not audio_mod.voice_activity(energy).any():
+        raise SilentAudioError(f"audio {aud_name} is silent: there is no speech to lip-sync")
+    max_side = options.max_size
+    w0, h0 = info.display_size
+    if max_side is None and (w0 % 2 or h0 % 2):
+        max_side = max(w0, h0) - max(w0, h0) % 2  # H.264 needs even sides: let the decoder scale to even
+    timings["load"] = time.perf_counter() - t_start
+
+    # pass 1: track the face through the whole video
+    say("tracking")
+    n_est = int(round((info.duration or 0) * fps))
+    t0 = time.perf_counter()
+    size = pipe.crop_size
+    vt = face.FaceTracker(static=False, max_faces=4)
+    try:
+        track = tracking.track_video(
+            media.iter_video_frames(vpath, fps=fps, max_side=max_side), fps=fps, video_tracker=vt,
+            photo_tracker=pipe.tracker, face_index=options.face_index, face_point=options.face_point,
+            crop_size=size, smooth_sigma=options.smooth, source=vpath,
+            progress=(lambda i: progress(i, n_est)) if progress else None)
+    finally:
+        vt.close()
+    if options.face_index is not None and options.face_index >= track.n_faces_max:
+        raise NoFaceError(f"face index {options.face_index} requested but '{vpath}' shows at most "
+                          f"{track.n_faces_max} face(s)")
+    timings["tracking"] = time.perf_counter() - t0
+    n_src = track.n_frames
+    if n_src < 2:
+        raise InputError(f"video '{vpath}' has {n_src} frame(s); a video of at least 2 frames is needed")
+
+    # the new audio, fitted to the length policy
+    audio_seconds = len(wav) / audio_mod.SAMPLE_RATE
+    n_out = output_length(n_src, audio_seconds, fps, options.length)
+    duration = n_out / fps
+    n_samples = int(round(duration * audio_mod.SAMPLE_RATE))
+    wav_out = np.pad(wav, (0, max(0, n_samples - len(wav))))[:n_samples]
+    src_idx = source_indices(n_out, n_src, options.length)
+
+    # mouth shapes for the new speech, this person's resting mouth, placed by each frame's pose
+    ok = track.valid.copy()
+    turned = ok & ((np.abs(track.yaw) > options.max_angle) | (np.abs(track.pitch) > options.max_angle))
+    ok &= ~turned
+    neutral = metrics.neutral_mouth(track.mouth_canon, track.valid).astype(np.float64)
+    gate_energy = energy if len(wav_out) == len(wav) else None
+    mouth25 = pipe.predict_mouth(wav_out, neutral, motion_scale=options.motion_scale,
+                                 silence_gate=options.silence_gate, timings=timings, energy=gate_energy,
+                                 phonemes=phonemes)
+    mouth_canon = _resample_track(mouth25, n_out, fps).astype(np.float32)
+    weights = tracking.edge_weights(ok)
+
+    generator = pipe.generator
+    adapt_report = None
+    if options.adapt:
+        say("adapting")
+        t0 = time.perf_counter()
+        generator, adapt_report = adapt_generator(pipe.generator, track.bank, steps=options.adapt_steps,
+                                                  device=pipe.device, progress=None)
+        timings["adapt"] = time.perf_counter() - t0
+    refs = _pick_references(track.bank)
+    ref_t = to_tensor(np.stack([e.crop for e in refs])).to(pipe.device) if refs else None
+    ref_open = np.array([e.opening for e in refs])
+    target_open = metrics.opening(mouth_canon, metrics.canonical_iod())
+    ref_choice = _median_filter(np.argmin(np.abs(target_open[:, None] - ref_open[None]), axis=1), 5) if refs \
+        else np.zeros(n_out, int)
+
+    # pass 2: decode in output order, paint, blend, encode
+    say("rendering")
+    mask_t = torch.from_numpy(generator_mask(size)).to(pipe.device)
+    source = FrameSource(vpath, fps, max_side, track.thumbs)
+    mouth_out = np.full((n_out, len(face.MOUTH), 2), np.nan, np.float32)
+    frames_out: list[np.ndarray] | None = [] if return_frames else None
+    timings.update(decode=0.0, texture=0.0, composite=0.0, encode=0.0)
+    writer = None
+    if output is not None:
+        audio_arg = audio if (not isinstance(audio, np.ndarray) and n_samples <= len(wav)) else wav_out
+        writer = media.VideoWriter(output, fps, track.width, track.height, audio=audio_arg,
+                                   audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration)
+        writer.open()
+    counts = {"dubbed": 0, "no_face": 0, "turned": 0}
+    try:
+        for start in range(0, n_out, options.batch_size):
+            stop = min(n_out, start + options.batch_size)
+            t0 = time.perf_counter()
+            frames = [source.get(int(s)) for s in src_idx[start:stop]]
+            timings["decode"] += time.perf_counter() - t0
+            work = []  # (position in batch, affine, crop, target mouth in crop px)
+            t0 = time.perf_counter()
+            for j, k in enumerate(range(start, stop)):
+                s = int(src_idx[k])
+                if not ok[s] or weights[s] <= 0:
+                    counts["no_face" if not track.valid[s] else "turned"] += 1
+                    continue
+                ff = track.frame(s)
+                affine = ff.crop_affine(size)
+                target_img = ff.to_image(mouth_canon[k].astype(np.float64))[:, :2]
+                mouth_out[k] = target_img
+                work.append((j, affine, face.warp_crop(frames[j], affine, size), face.apply_affine(target_img, affine)))
+            if work:
+                sk = torch.from_numpy(np.stack([draw_sketch(w[3], size) for w in work])[:, None]).to(pipe.device)
+                crops = to_tensor(np.stack([w[2] for w in work])).to(pipe.device)
+                rsel = torch.as_tensor(ref_choice[[start + w[0] for w in work]], device=pipe.device)
+                ref_b = ref_t[rsel] if ref_t is not None else crops
+                with torch.no_grad():
+                    gen_np = to_uint8(generator(ref_b, crops * (1 - mask_t), sk))
+            timings["texture"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for g, (j, affine, crop, target) in enumerate(work):
+                s = int(src_idx[start + j])
+                comp = Compositor(frames[j].shape[:2], affine, size, face.apply_affine(track.mouth_img[s], affine),
+                                  face.apply_affine(track.nose_img[s], affine))
+                frames[j] = comp(frames[j], gen_np[g], crop, target, weight=float(weights[s]))
+                counts["dubbed"] += 1
+            timings["composite"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for fr in frames:
+                if writer is not None:
+                    writer.write(fr)
+                if frames_out is not None:
+                    frames_out.append(fr)
+            timings["encode"] += time.perf_counter() - t0
+            if progress is not None:
+                progress(stop, n_out)
+        if writer is not None:
+            t0 = time.perf_counter()
+            writer.close()
+            timings["encode"] += time.perf_counter() - t0
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        source.close()
+    timings["total"] = time.perf_counter() - t_start
+    if counts["no_face"] or counts["turned"]:
+        log.info("%s: %d frames dubbed, %d passed through without the face, %d turned beyond %g degrees",
+                 vpath, counts["dubbed"], counts["no_face"], counts["turned"], options.max_angle)
+    return DubResult(
+        output=str(output) if output is not None else None, fps=fps, n_frames=n_out, n_source_frames=n_src,
+        duration=duration, frames_dubbed=counts["dubbed"], frames_no_face=counts["no_face"],
+        frames_turned=counts["turned"], n_faces=track.n_faces_max, face_box=track.first_box,
+        mouth_landmarks=mouth_out, mouth_canonical=mouth_canon, adapt=adapt_report, frames=frames_out,
+        timings=timings)
+
+
+def _median_filter(x: np.ndarray, k: int) -> np.ndarray:
+    if len(x) < k:
+        return x
+    r = k // 2
+    padded = np.pad(x, r, mode="edge")
+    return np.array([int(np.median(padded[i:i + k])) for i in range(len(x))])

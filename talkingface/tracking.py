@@ -1,0 +1,242 @@
+"""Face tracking over a video: one face followed through every frame, its pose smoothed without lag.
+
+Pass 1 of dubbing (talkingface.dub). For every decoded frame it keeps only small per-frame numbers (the
+face's similarity to the canonical face, its mouth and nose points, head pose and an 8x8 thumbnail used to
+check frame identity when the video is decoded again), about 2 KB per frame, plus a bounded reservoir of
+aligned mouth crops (the appearance bank: generator references and ``--adapt`` training data). Frames are
+never kept, so memory does not grow with the video's length beyond those numbers.
+
+Smoothing is zero-phase (a Gaussian applied forwards and backwards in time over each run of tracked
+frames), so it removes landmark jitter without the lag of a causal filter.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import face, metrics
+from .errors import NoFaceError
+
+log = logging.getLogger(__name__)
+
+THUMB = 8  # side of the per-frame fingerprint
+
+
+def thumbnail(frame: np.ndarray) -> np.ndarray:
+    """(THUMB, THUMB) uint8 grey fingerprint of a frame."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class BankEntry:
+    frame: int  # source frame index
+    crop: np.ndarray  # (S, S, 3) uint8 aligned crop
+    mouth: np.ndarray  # (59, 2) mouth points in crop pixels
+    opening: float  # inner-lip gap / iod
+
+
+@dataclass
+class VideoTrack:
+    """Per-frame results of tracking one face through a video (N frames at ``fps``)."""
+
+    fps: float
+    width: int
+    height: int
+    valid: np.ndarray  # (N,) bool: the chosen face was found
+    scale: np.ndarray  # (N,) FaceFrame.scale (smoothed)
+    rot: np.ndarray  # (N, 3, 3) FaceFrame.rot (smoothed, orthonormal)
+    trans: np.ndarray  # (N, 3) FaceFrame.t (smoothed)
+    mouth_img: np.ndarray  # (N, 59, 2) the frame's own mouth, image pixels (smoothed)
+    nose_img: np.ndarray  # (N, 5, 2) face.NOSE_LINE, image pixels (smoothed)
+    mouth_canon: np.ndarray  # (N, 59, 3) the frame's own mouth in the canonical space
+    yaw: np.ndarray  # (N,) degrees
+    pitch: np.ndarray  # (N,) degrees
+    thumbs: np.ndarray  # (N, THUMB, THUMB) uint8
+    n_faces_max: int  # most faces seen in one frame
+    first_box: tuple[int, int, int, int] | None  # the chosen face's box where it was first found
+    bank: list[BankEntry]
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.valid)
+
+    def frame(self, i: int) -> face.FaceFrame:
+        return face.FaceFrame(float(self.scale[i]), self.rot[i], self.trans[i])
+
+
+def _box_center(box) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float64)
+
+
+def choose_face(faces: list[face.DetectedFace], *, index: int | None, point: tuple[float, float] | None,
+                previous: tuple[int, int, int, int] | None) -> face.DetectedFace | None:
+    """The tracked face in one frame. Once a face was chosen, the one nearest its last position (within about
+    a face width); before that, ``point`` (the face whose box contains it, else the nearest) or ``index``
+    (0 = largest) or the largest."""
+    if not faces:
+        return None
+    if previous is not None:
+        c = _box_center(previous)
+        size = max(previous[2] - previous[0], previous[3] - previous[1], 1)
+        dists = [np.linalg.norm(_box_center(f.box) - c) for f in faces]
+        best = int(np.argmin(dists))
+        return faces[best] if dists[best] < 1.0 * size else None
+    if point is not None:
+        px, py = point
+        inside = [f for f in faces if f.box[0] <= px <= f.box[2] and f.box[1] <= py <= f.box[3]]
+        if inside:
+            return inside[0]
+        return min(faces, key=lambda f: float(np.linalg.norm(_box_center(f.box) - np.array(point))))
+    if index is not None:
+        return faces[index] if index < len(faces) else None
+    return faces[0]
+
+
+def _gauss_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase Gaussian smoothing along axis 0 with reflected ends. x: (T, ...)."""
+    if sigma <= 0 or len(x) < 2:
+        return x
+    r = max(1, int(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    flat = x.reshape(len(x), -1)
+    padded = np.pad(flat, ((r, r), (0, 0)), mode="reflect" if len(x) > r else "edge")
+    out = np.stack([np.convolve(padded[:, j], k, mode="valid") for j in range(flat.shape[1])], axis=1)
+    return out.reshape(x.shape)
+
+
+def _project_rotations(m: np.ndarray) -> np.ndarray:
+    """Nearest rotation matrices to (T, 3, 3) matrices (polar decomposition by SVD)."""
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, 2] *= d[:, None]
+    return u @ vt
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in a boolean array."""
+    m = np.concatenate([[False], mask.astype(bool), [False]])
+    d = np.flatnonzero(np.diff(m.astype(np.int8)))
+    return list(zip(d[0::2].tolist(), d[1::2].tolist(), strict=True))
+
+
+def smooth_track(track: VideoTrack, sigma: float) -> None:
+    """Smooth the pose and the mouth/nose points in place, within each run of tracked frames."""
+    for a, b in runs(track.valid):
+        track.scale[a:b] = _gauss_smooth(track.scale[a:b], sigma)
+        track.trans[a:b] = _gauss_smooth(track.trans[a:b], sigma)
+        track.rot[a:b] = _project_rotations(_gauss_smooth(track.rot[a:b], sigma))
+        track.mouth_img[a:b] = _gauss_smooth(track.mouth_img[a:b], sigma)
+        track.nose_img[a:b] = _gauss_smooth(track.nose_img[a:b], sigma)
+
+
+def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face.FaceTracker,
+                photo_tracker: face.FaceTracker | None = None, face_index: int | None = None,
+                face_point: tuple[float, float] | None = None, crop_size: int = 128, bank_size: int = 256,
+                smooth_sigma: float = 1.0, source: str = "video", seed: int = 0,
+                progress: Callable[[int], None] | None = None) -> VideoTrack:
+    """Track one face through ``frames`` (an iterator of RGB uint8 frames, consumed once).
+
+    ``video_tracker`` is a FaceTracker(static=False); where it finds nothing, ``photo_tracker`` (the
+    full-range detector, slower) is tried every 5th frame, so small faces and faces that re-enter are found.
+    Raises NoFaceError when the chosen face is found in no frame at all.
+    """
+    rng = np.random.default_rng(seed)
+    rigid: list = []
+    valid, thumbs, mouths, noses, canon, yaws, pitches = [], [], [], [], [], [], []
+    bank: list[BankEntry] = []
+    seen_valid = 0
+    n_faces_max = 0
+    previous: tuple[int, int, int, int] | None = None
+    first_box = None
+    lost = 0
+    width = height = 0
+    iod = None
+    for i, frame in enumerate(frames):
+        height, width = frame.shape[:2]
+        thumbs.append(thumbnail(frame))
+        faces = video_tracker.detect(frame)
+        if not faces and photo_tracker is not None and lost % 5 == 0:
+            faces = photo_tracker.detect(frame)
+        n_faces_max = max(n_faces_max, len(faces))
+        chosen = choose_face(faces, index=face_index, point=face_point, previous=previous)
+        if chosen is None:
+            lost += 1
+            valid.append(False)
+            rigid.append(np.zeros(13))
+            mouths.append(np.zeros((len(face.MOUTH), 2), np.float32))
+            noses.append(np.zeros((len(face.NOSE_LINE), 2), np.float32))
+            canon.append(np.zeros((len(face.MOUTH), 3), np.float32))
+            yaws.append(np.nan)
+            pitches.append(np.nan)
+        else:
+            lost = 0
+            lm = chosen.landmarks
+            previous = chosen.box
+            first_box = first_box or chosen.box
+            ff = face.FaceFrame.fit(lm)
+            pose = face.head_pose(lm, frame.shape[:2])
+            valid.append(True)
+            rigid.append(np.concatenate([[ff.scale], ff.rot.ravel(), ff.t]))
+            mouths.append(lm[face.MOUTH, :2].astype(np.float32))
+            noses.append(lm[face.NOSE_LINE, :2].astype(np.float32))
+            mc = ff.to_canonical(lm[face.MOUTH]).astype(np.float32)
+            canon.append(mc)
+            yaws.append(pose.yaw)
+            pitches.append(pose.pitch)
+            if iod is None:
+                iod = metrics.canonical_iod()
+            # reservoir sample of aligned crops (near-frontal frames only): the appearance bank
+            if abs(pose.yaw) < 25 and abs(pose.pitch) < 25:
+                seen_valid += 1
+                slot = len(bank) if len(bank) < bank_size else int(rng.integers(seen_valid))
+                if slot < bank_size:
+                    affine = ff.crop_affine(crop_size)
+                    entry = BankEntry(i, face.warp_crop(frame, affine, crop_size),
+                                      face.apply_affine(lm[face.MOUTH], affine).astype(np.float32),
+                                      float(metrics.opening(mc[None], iod)[0]))
+                    if slot == len(bank):
+                        bank.append(entry)
+                    else:
+                        bank[slot] = entry
+        if progress is not None:
+            progress(i + 1)
+    n = len(valid)
+    if n == 0:
+        raise NoFaceError(f"'{source}' has no video frames")
+    valid_a = np.array(valid, bool)
+    if not valid_a.any():
+        what = "no face found" if n_faces_max == 0 else "the chosen face was not found"
+        raise NoFaceError(f"{what} in any of the {n} frames of '{source}'")
+    rig = np.array(rigid)
+    track = VideoTrack(
+        fps=fps, width=width, height=height, valid=valid_a, scale=rig[:, 0].copy(),
+        rot=rig[:, 1:10].reshape(n, 3, 3).copy(), trans=rig[:, 10:13].copy(),
+        mouth_img=np.array(mouths, np.float32), nose_img=np.array(noses, np.float32),
+        mouth_canon=np.array(canon, np.float32), yaw=np.array(yaws), pitch=np.array(pitches),
+        thumbs=np.array(thumbs, np.uint8), n_faces_max=n_faces_max, first_box=first_box, bank=bank,
+    )
+    smooth_track(track, smooth_sigma)
+    return track
+
+
+def edge_weights(ok: np.ndarray, ramp: int = 3) -> np.ndarray:
+    """Per-frame blend weight in [0, 1]: 1 inside runs of dubbed frames, fading to 0 over ``ramp`` frames at
+    either end of a run, so the change between a dubbed frame and a passed-through one is not a jump."""
+    w = np.zeros(len(ok), np.float32)
+    for a, b in runs(ok):
+        idx = np.arange(a, b)
+        d = np.minimum(idx - a + 1, b - idx).astype(np.float32)
+        # runs that touch the start/end of the video need no fade on that side
+        if a == 0:
+            d = np.minimum(b - idx, np.inf) if b < len(ok) else np.full(len(idx), np.inf)
+        if b == len(ok) and a > 0:
+            d = (idx - a + 1).astype(np.float32)
+        w[a:b] = np.clip(d / (ramp + 1), 0, 1)
+    return w
