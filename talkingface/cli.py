@@ -3,6 +3,7 @@
     talkingface render --image face.jpg --audio speech.wav -o out.mp4
     talkingface eval --videos ../shared/data/videos --out eval/
     talkingface benchmark
+    talkingface demo                      # the web page on http://127.0.0.1:7860
 """
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
     b.add_argument("--repeat", type=int, default=2, help="renders to time; the first is a warm-up (default 2)")
     _add_common(b)
+
+    d = sub.add_parser("demo", help="the web page: photo/video + audio/text -> video, in the browser",
+                       description="Serve the web page (Gradio) on http://HOST:PORT. The models are loaded once "
+                                   "and shared; renders run one at a time and other requests wait in line.",
+                       epilog=EPILOG)
+    d.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: the network)")
+    d.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    d.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    d.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload per file in MB (default 50)")
+    d.add_argument("--max-seconds", type=float, default=120.0,
+                   help="longest speech or video to render, in seconds (default 120)")
+    _add_common(d)
     return ap
 
 
@@ -141,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             from .benchmark import main as bench_main
 
             return bench_main(args)
+        if args.command == "demo":
+            from .web import main as demo_main
+
+            return demo_main(args)
     except TalkingFaceError as e:
         print(f"talkingface: error: {e}", file=sys.stderr)
         return 1
