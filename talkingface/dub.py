@@ -30,7 +30,7 @@ import torch
 from . import audio as audio_mod
 from . import face, media, metrics, tracking
 from .composite import Compositor
-from .errors import InputError, NoFaceError, SilentAudioError
+from .errors import InputError, SilentAudioError
 from .texture import draw_sketch, generator_mask, lip_weight_map, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
         raise InputError(f"'{vpath}' has no video stream to dub")
     if info.duration is not None and info.duration > options.max_seconds:
         raise InputError(f"video '{vpath}' is {info.duration:.0f} s long; the limit is {options.max_seconds:.0f} s")
-    fps = float(options.fps or info.fps or 25.0)
+    fps = float(options.fps or info.video_rate or 25.0)
     if not 1 <= fps <= 120:
         raise InputError(f"video '{vpath}' reports {fps} fps; pass an explicit output fps")
     if isinstance(audio, np.ndarray):
@@ -335,9 +335,6 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
             progress=(lambda i: progress(i, n_est)) if progress else None)
     finally:
         vt.close()
-    if options.face_index is not None and options.face_index >= track.n_faces_max:
-        raise NoFaceError(f"face index {options.face_index} requested but '{vpath}' shows at most "
-                          f"{track.n_faces_max} face(s)")
     timings["tracking"] = time.perf_counter() - t0
     n_src = track.n_frames
     if n_src < 2:

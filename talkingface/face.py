@@ -192,7 +192,7 @@ class DetectedFace:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """MediaPipe's C++ side prints TFLite/absl start-up chatter straight to file descriptor 2 when its graphs
     start; hide exactly that (Python exceptions are unaffected: they are raised, not printed, here)."""
     try:
@@ -225,18 +225,19 @@ class FaceTracker:
 
         self.static = static
         self.max_faces = max_faces
-        self._started = False
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static,
-            max_num_faces=1 if static else max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
-        self._detector = (
-            mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
-            if static else None
-        )
+        self._started = 0  # frames with a face seen so far (up to 3)
+        with native_stderr_silenced():  # graph construction logs to fd 2 as well
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static,
+                max_num_faces=1 if static else max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
+            self._detector = (
+                mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+                if static else None
+            )
 
     def _mesh_points(self, image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]
@@ -271,10 +272,11 @@ class FaceTracker:
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
         """All faces in an RGB uint8 image, largest first."""
-        if not self._started:  # the graphs start on the first frame, and say so on stderr
-            with _native_stderr_silenced():
+        if self._started < 3:  # the graphs start on the first frames (tracking: the 2nd), and say so on stderr
+            with native_stderr_silenced():
                 points = self._detect_static(image) if self.static else self._mesh_points(image)
-            self._started = True
+            if points:
+                self._started += 1
         else:
             points = self._detect_static(image) if self.static else self._mesh_points(image)
         faces = []

@@ -154,6 +154,16 @@ class MediaInfo:
     height: int | None = None
     fps: float | None = None
     rotation: int = 0
+    nominal_fps: float | None = None  # ffmpeg's "tbr": the base rate; differs from fps (average) when VFR
+
+    @property
+    def video_rate(self) -> float | None:
+        """The frame rate to keep when re-encoding: the average rate, or the nominal one for variable-rate
+        video whose average is not a real rate (e.g. 22.13 fps average of a 30 fps phone video)."""
+        if self.fps and self.nominal_fps and abs(self.fps - self.nominal_fps) > 0.01 * self.nominal_fps \
+                and self.nominal_fps <= 60:
+            return self.nominal_fps
+        return self.fps or self.nominal_fps
 
     @property
     def display_size(self) -> tuple[int, int] | None:
@@ -200,6 +210,7 @@ def _parse_probe(text: str) -> MediaInfo:
     has_video = False
     width = height = None
     fps: float | None = None
+    tbr: float | None = None
     rotation = 0
     in_first_video = False  # are we inside the block of the first video stream?
     for line in text.splitlines():
@@ -216,7 +227,8 @@ def _parse_probe(text: str) -> MediaInfo:
                 zm = _SIZE_RE.search(desc)
                 if zm:
                     width, height = int(zm.group(1)), int(zm.group(2))
-                fps = _parse_rate(_FPS_RE.search(desc)) or _parse_rate(_TBR_RE.search(desc))
+                tbr = _parse_rate(_TBR_RE.search(desc))
+                fps = _parse_rate(_FPS_RE.search(desc)) or tbr
             continue
         if in_first_video:
             if line.lstrip().startswith(("Input #", "Output #", "At least one output")):
@@ -230,7 +242,7 @@ def _parse_probe(text: str) -> MediaInfo:
             if tm and rotation == 0:
                 # legacy 'rotate' tag is clockwise; display matrix is counter-clockwise
                 rotation = _normalise_rotation(-float(tm.group(1)))
-    return MediaInfo(duration, has_audio, has_video, width, height, fps, rotation)
+    return MediaInfo(duration, has_audio, has_video, width, height, fps, rotation, tbr)
 
 
 def probe(path: PathLike) -> MediaInfo:

@@ -83,3 +83,9 @@ def neutral_mouth(mouth: np.ndarray, valid: np.ndarray, quantile: float = 0.15) 
     thr = np.quantile(op[ok], quantile)
     rest = ok[op[ok] <= thr]
     return np.median(mouth[rest], axis=0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

@@ -211,6 +211,8 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
     if n == 0:
         raise NoFaceError(f"'{source}' has no video frames")
     valid_a = np.array(valid, bool)
+    if face_index is not None and face_index >= n_faces_max:
+        raise NoFaceError(f"face index {face_index} requested but '{source}' shows at most {n_faces_max} face(s)")
     if not valid_a.any():
         what = "no face found" if n_faces_max == 0 else "the chosen face was not found"
         raise NoFaceError(f"{what} in any of the {n} frames of '{source}'")

@@ -159,7 +159,7 @@ def test_parse_probe_legacy_formats() -> None:
   Stream #0:2: Video: mjpeg, yuvj420p, 300x300, 90k tbr (attached pic)
 """
     info = media._parse_probe(text)
-    assert info == MediaInfo(62.5, True, True, 1920, 1080, 29.97, -90)
+    assert info == MediaInfo(62.5, True, True, 1920, 1080, 29.97, -90, 29.97)
 
 
 def test_probe_errors(fx: Path) -> None:
@@ -358,3 +358,15 @@ def test_video_writer_validation(tmp_path: Path) -> None:
             vw.write(np.zeros((48, 64, 3), np.float32))
         vw.write(np.zeros((48, 64, 3), np.uint8))
     assert (tmp_path / "o.mp4").is_file()
+
+
+def test_variable_rate_video_keeps_its_nominal_rate():
+    """A VFR phone video averaging 22.13 fps is a 30 fps video with dropped frames: keep 30 (regression)."""
+    text = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':
+  Duration: 00:00:06.13, start: 0.000000, bitrate: 870 kb/s
+  Stream #0:0[0x1](und): Video: h264 (Constrained Baseline) (avc1 / 0x31637661), yuv420p(progressive), 700x700, 628 kb/s, 22.13 fps, 30 tbr, 15360 tbn, start 0.033008 (default)
+"""
+    info = media._parse_probe(text)
+    assert info.fps == 22.13 and info.nominal_fps == 30 and info.video_rate == 30
+    cfr = media._parse_probe(text.replace("22.13 fps", "29.97 fps").replace("30 tbr", "29.97 tbr"))
+    assert cfr.video_rate == 29.97

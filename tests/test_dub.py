@@ -1,0 +1,210 @@
+"""Dubbing a video (talkingface.dub) and batch dubbing (talkingface.batch), on the GRID fixture (CC BY 4.0)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkingface import DubOptions, face, media, metrics
+from talkingface.audio import speech_energy
+from talkingface.batch import DubJob, dub_batch, read_jobs
+from talkingface.dub import output_length, source_indices
+from talkingface.errors import InputError, NoFaceError, TalkingFaceError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_source_indices_length_policies():
+    assert source_indices(5, 3, "pingpong").tolist() == [0, 1, 2, 1, 0]
+    assert source_indices(8, 3, "pingpong").tolist() == [0, 1, 2, 1, 0, 1, 2, 1]
+    assert source_indices(7, 3, "loop").tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert source_indices(5, 3, "freeze").tolist() == [0, 1, 2, 2, 2]
+    assert source_indices(2, 5, "pingpong").tolist() == [0, 1]  # shorter audio: cut
+    assert output_length(75, 2.0, 25, "pingpong") == 50  # audio shorter than video: cut to the audio
+    assert output_length(75, 6.0, 25, "loop") == 150  # longer: follow the audio
+    assert output_length(75, 6.0, 25, "trim") == 75
+    assert output_length(75, 2.0, 25, "video") == 75
+    with pytest.raises(InputError, match="length policy"):
+        DubOptions(length="stretch")
+
+
+def test_choose_face_follows_the_chosen_one():
+    from talkingface.tracking import choose_face
+
+    def f(x0, y0, x1, y1):
+        return face.DetectedFace(np.zeros((478, 3), np.float32), (x0, y0, x1, y1))
+
+    big, small = f(100, 100, 300, 300), f(400, 100, 480, 180)
+    assert choose_face([big, small], index=None, point=None, previous=None) is big
+    assert choose_face([big, small], index=1, point=None, previous=None) is small
+    assert choose_face([big, small], index=None, point=(450, 150), previous=None) is small
+    # once chosen, the face nearest the last position wins even if it is no longer the largest
+    moved = f(405, 105, 485, 185)
+    assert choose_face([f(90, 90, 310, 310), moved], index=None, point=None, previous=small.box) is moved
+    # the chosen face left the frame: another face far away is not taken for it
+    assert choose_face([big], index=None, point=None, previous=small.box) is None
+
+
+def test_edge_weights_fade_at_passthrough():
+    from talkingface.tracking import edge_weights
+
+    ok = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1], bool)
+    w = edge_weights(ok, ramp=3)
+    assert w[0] == 1 and w[-1] == 1  # the video's own ends need no fade
+    assert w[6] == 0 and w[7] == 0
+    assert 0 < w[5] < w[4] < w[3] <= 1 and 0 < w[8] < w[9] < w[10] <= 1
+
+
+@pytest.fixture(scope="module")
+def gappy_video(tmp_path_factory, grid_video_path) -> tuple[str, list[np.ndarray]]:
+    """The GRID fixture with the face hidden in frames 30-39 (a grey card in front of the camera)."""
+    frames = [f.copy() for f in media.iter_video_frames(grid_video_path)]
+    for i in range(30, 40):
+        frames[i][:] = 128
+    path = tmp_path_factory.mktemp("dub") / "gappy.mp4"
+    h, w = frames[0].shape[:2]
+    with media.VideoWriter(path, 25, w, h, audio=grid_video_path, crf=12) as vw:
+        for fr in frames:
+            vw.write(fr)
+    return str(path), list(media.iter_video_frames(path))
+
+
+def _nose_line(frame: np.ndarray) -> int:
+    with face.FaceTracker(static=True) as t:
+        lm = t.detect(frame)[0].landmarks
+    return int(lm[face.NOSE_LINE, 1].min()) - 12  # rows above this are outside every mouth crop
+
+
+def test_dub_passes_faceless_frames_through_and_pingpongs(pipeline, gappy_video, tmp_path):
+    path, src = gappy_video
+    wav = np.concatenate([media.load_audio(ROOT / "demo" / "grid_sbwe5n.wav"),
+                          media.load_audio(ROOT / "demo" / "grid_lwbsza.wav")])  # ~6 s against 3 s of video
+    out = tmp_path / "dubbed.mp4"
+    res = pipeline.dub(path, wav, output=out, return_frames=True)
+    assert res.n_source_frames == len(src) == 75
+    assert res.n_frames == len(res.frames) == round(len(wav) / 16000 * 25)
+    idx = source_indices(res.n_frames, len(src), "pingpong")
+    hidden = (idx >= 30) & (idx < 40)
+    assert res.frames_no_face == hidden.sum() == 20  # forwards and backwards
+    assert res.frames_dubbed == res.n_frames - 20
+    top = _nose_line(src[0])
+    for k, s in enumerate(idx):  # decoded again backwards and forwards: every frame is the right one
+        if hidden[k]:
+            assert np.array_equal(res.frames[k], src[s])  # passed through untouched
+        else:
+            assert np.array_equal(res.frames[k][:top], src[s][:top])  # above the mouth: untouched
+    assert np.isnan(res.mouth_landmarks[hidden]).all() and np.isfinite(res.mouth_landmarks[~hidden]).all()
+    info = media.probe(out)
+    assert info.has_audio and abs(info.duration - len(wav) / 16000) < 0.1
+    assert (info.width, info.height) == (src[0].shape[1], src[0].shape[0])
+
+
+def test_dub_end_to_end_mouth_follows_the_new_audio(pipeline, grid_video_path, tmp_path):
+    """GRID clip lwbsza dubbed with clip sbwe5n's speech: everything above the mouth is unchanged, and the
+    re-tracked mouth opening follows the new speech, not the old one."""
+    new = media.load_audio(ROOT / "demo" / "grid_sbwe5n.wav")
+    old = media.load_audio(grid_video_path)
+    out = tmp_path / "dub.mp4"
+    res = pipeline.dub(grid_video_path, ROOT / "demo" / "grid_sbwe5n.wav", output=out)
+    assert out.is_file() and res.frames_dubbed == res.n_frames
+    src = list(media.iter_video_frames(grid_video_path))
+    dubbed = list(media.iter_video_frames(out))
+    top = _nose_line(src[0])
+    psnr = [metrics.psnr(a[:top], b[:top]) for a, b in zip(src, dubbed, strict=False)]
+    assert np.median(psnr) > 36  # only the H.264 encoder (crf 18) touched it
+    with face.FaceTracker(static=False) as tr:
+        opening = np.array([face.mouth_opening(tr.detect(f)[0].landmarks) for f in dubbed])
+    r_new, _ = metrics.pearson_lagged(opening, speech_energy(new)[: len(opening)], 2)
+    r_old, _ = metrics.pearson_lagged(opening, speech_energy(old)[: len(opening)], 2)
+    assert r_new > 0.3 and r_new > r_old + 0.2, (r_new, r_old)
+
+
+def test_dub_bad_inputs_leave_nothing(pipeline, tmp_path, grid_video_path):
+    out = tmp_path / "out.mp4"
+    still = tmp_path / "noface.mp4"
+    with media.VideoWriter(still, 25, 128, 96, audio=np.full(16000, 0.1, np.float32)) as vw:
+        for i in range(25):
+            vw.write(np.full((96, 128, 3), 40 + i, np.uint8))
+    with pytest.raises(NoFaceError, match="no face found in any of the 25 frames"):
+        pipeline.dub(still, ROOT / "demo" / "grid_sbwe5n.wav", output=out)
+    with pytest.raises(InputError, match="no video stream"):
+        pipeline.dub(ROOT / "demo" / "grid_sbwe5n.wav", ROOT / "demo" / "grid_sbwe5n.wav", output=out)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(Path(grid_video_path).read_bytes()[:3000])
+    with pytest.raises(TalkingFaceError):
+        pipeline.dub(broken, ROOT / "demo" / "grid_sbwe5n.wav", output=out)
+    with pytest.raises(InputError, match="at least 0.2 s"):
+        pipeline.dub(grid_video_path, np.zeros(800, np.float32) + 0.1, output=out)
+    with pytest.raises(NoFaceError, match="face index 3"):
+        pipeline.dub(grid_video_path, ROOT / "demo" / "grid_sbwe5n.wav", output=out,
+                     options=DubOptions(face_index=3))
+    assert sorted(os.listdir(tmp_path)) == ["broken.mp4", "noface.mp4"]  # no output, no temporary
+
+
+def test_read_jobs_csv_and_json(tmp_path):
+    (tmp_path / "jobs.csv").write_text("video,audio,output,face,length,adapt\na.mp4,b.wav,,1,loop,yes\n")
+    [job] = read_jobs(tmp_path / "jobs.csv")
+    assert job.video == str(tmp_path / "a.mp4") and job.output is None
+    assert job.options == {"face_index": 1, "length": "loop", "adapt": True}
+    (tmp_path / "jobs.json").write_text(json.dumps([{"video": "/x.mp4", "audio": "y.wav", "fps": 25}]))
+    [job] = read_jobs(tmp_path / "jobs.json")
+    assert job.video == "/x.mp4" and job.options == {"fps": 25.0}
+    (tmp_path / "bad.csv").write_text("video,audio,colour\na.mp4,b.wav,red\n")
+    with pytest.raises(InputError, match="unknown job option 'colour'"):
+        read_jobs(tmp_path / "bad.csv")
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(InputError, match="lists no jobs"):
+        read_jobs(tmp_path / "empty.json")
+
+
+_KILLABLE = """
+import sys, talkingface
+from talkingface.batch import dub_batch, read_jobs
+dub_batch(read_jobs(sys.argv[1]), sys.argv[2], workers=1, progress=False)
+"""
+
+
+def test_batch_resumes_after_kill_and_reports_failures(pipeline, grid_video_path, tmp_path):
+    jobs = tmp_path / "jobs.csv"
+    rows = ["video,audio,output",
+            f"{grid_video_path},{ROOT / 'demo' / 'grid_sbwe5n.wav'},first.mp4",
+            f"{grid_video_path},{ROOT / 'demo' / 'grid_lwbsza.wav'},second.mp4",
+            f"{grid_video_path},{tmp_path / 'missing.wav'},third.mp4"]
+    jobs.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    summary = out / "batch_summary.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(jobs), str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill as soon as the first job is done (the second is then running)
+            if summary.is_file() and any(r["status"] == "done" for r in json.loads(summary.read_text())):
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (out / "first.mp4").is_file()
+    assert not (out / "second.mp4").exists()  # never a partial output under the real name
+    records = dub_batch(read_jobs(jobs), out, pipeline=pipeline, progress=False)
+    assert [r["status"] for r in records] == ["skipped", "done", "failed"]
+    assert "missing.wav" in records[2]["error"]
+    assert not list(out.glob(".*.tmp-*"))  # what the killed run left was cleaned up
+    assert media.probe(out / "second.mp4").has_audio
+    again = dub_batch(read_jobs(jobs), out, pipeline=pipeline, progress=False)
+    assert [r["status"] for r in again] == ["skipped", "skipped", "failed"]
+    # other options make it a different job
+    changed = dub_batch([DubJob(grid_video_path, str(ROOT / "demo" / "grid_sbwe5n.wav"), "first.mp4",
+                                {"crf": 30})], out, pipeline=pipeline, progress=False)
+    assert changed[0]["status"] == "done"
+    assert json.loads(summary.read_text())[0]["frames"] == 74
