@@ -24,6 +24,43 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log each stage")
 
 
+def _add_dub_options(g) -> None:
+    g.add_argument("--face-point", default=None, metavar="X,Y",
+                   help="dub the face whose box holds this pixel (in the first frame it appears)")
+    g.add_argument("--length", default="pingpong", choices=["pingpong", "loop", "freeze", "trim", "video"],
+                   help="when the speech is longer than the video: play it back and forth (pingpong, default), "
+                        "loop, or freeze the last frame; a shorter speech always cuts the video. trim: the "
+                        "shorter of the two; video: keep the video's length (speech cut or padded with silence)")
+    g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
+    g.add_argument("--adapt", action="store_true",
+                   help="first fine-tune the mouth generator on this video's own frames (slower, sharper)")
+    g.add_argument("--adapt-steps", type=int, default=150, help="fine-tuning steps with --adapt (default 150)")
+    g.add_argument("--max-angle", type=float, default=35.0,
+                   help="frames with the head turned more than this (yaw/pitch, degrees) pass through (default 35)")
+
+
+def _dub_options(args: argparse.Namespace):
+    from .dub import DubOptions
+
+    point = None
+    if args.face_point:
+        try:
+            x, y = (float(v) for v in args.face_point.split(","))
+        except ValueError as e:
+            raise TalkingFaceError(f"--face-point must be X,Y in pixels, got '{args.face_point}'") from e
+        point = (x, y)
+    return DubOptions(face_index=args.face, face_point=point, length=args.length, fps=args.fps,
+                      max_size=args.max_size, adapt=args.adapt, adapt_steps=args.adapt_steps,
+                      max_angle=args.max_angle, silence_gate=not getattr(args, "no_silence_gate", False),
+                      motion_scale=getattr(args, "motion", 1.0), crf=getattr(args, "crf", 18))
+
+
+def _bar(args: argparse.Namespace, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=None, unit="frame", desc=desc, disable=not sys.stderr.isatty() and not args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="talkingface",
@@ -34,27 +71,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "render", help="photo + speech audio -> talking video",
-        description="Render the face in IMAGE speaking AUDIO. The video is as long as the audio (25 fps), "
-                    "keeps the photo's resolution (up to --max-size), and carries the audio as AAC. The output "
-                    "file appears only when rendering succeeded.",
+        description="Photo mode (--image): render the face in IMAGE speaking the speech; the video is as long as "
+                    "the speech (25 fps), keeps the photo's resolution (up to --max-size). Dubbing mode (--video): "
+                    "keep every pixel of VIDEO except the mouth region of the chosen face, which follows the new "
+                    "speech; the speech replaces the video's audio; input resolution and frame rate are kept. "
+                    "The output file appears only when rendering succeeded.",
         epilog=EPILOG,
     )
     face_src = r.add_mutually_exclusive_group(required=True)
     face_src.add_argument("--image", help="photo with a face (jpg, png, webp, bmp)")
     face_src.add_argument("--video", help="video of a person to dub: only the mouth region changes")
-    speech = r.add_argument_group("speech (what the face says)")
-    speech.add_argument("--audio", required=True,
-                        help="speech (wav, mp3, m4a, flac, ogg, or a video file's audio track); any rate/channels")
+    _add_speech_options(r, audio_flag=True)
     r.add_argument("-o", "--output", required=True, help="output .mp4 path (its folder must exist)")
     r.add_argument("--face", type=int, default=None, metavar="N",
-                   help="which face when the photo has several: 0 = largest (default), 1 = next, ...")
-    r.add_argument("--max-size", type=int, default=1280, help="longer side of the output in px (default 1280)")
+                   help="which face when there are several: 0 = largest (default), 1 = next, ...")
+    r.add_argument("--max-size", type=int, default=None,
+                   help="longer side of the output in px (default: 1280 for photos, the input's size for videos)")
     r.add_argument("--motion", type=float, default=1.0, help="scale of the mouth motion (default 1.0)")
     r.add_argument("--no-silence-gate", action="store_true", help="do not force the mouth to rest in silence")
     r.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     r.add_argument("--landmarks-json", default=None, metavar="PATH",
                    help="also write the per-frame mouth landmarks (image pixels) as JSON")
+    dub = r.add_argument_group("dubbing (with --video)")
+    _add_dub_options(dub)
     _add_common(r)
+
+    bt = sub.add_parser(
+        "batch", help="dub many videos from a CSV/JSON job list (parallel, resumable)",
+        description="Dub every job of JOBS (a .csv with a header 'video,audio[,output][,option...]' or a .json "
+                    "list of objects with those keys) into OUT_DIR. Jobs already done with the same inputs, "
+                    "options and weights are skipped, so a killed batch resumes where it stopped. A failed job "
+                    "is reported and the others go on. OUT_DIR/batch_summary.json lists every job.",
+        epilog=EPILOG,
+    )
+    bt.add_argument("jobs", help="job list (.csv, .tsv or .json)")
+    bt.add_argument("--out-dir", required=True, help="folder for the outputs and the summary (created if needed)")
+    bt.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    bt.add_argument("--face", type=int, default=None, metavar="N", help="default face index for every job")
+    bt.add_argument("--max-size", type=int, default=None, help="default longer side of the outputs")
+    _add_dub_options(bt)
+    _add_common(bt)
+
+    vo = sub.add_parser("voices", help="list the text-to-speech voices (all offline)",
+                        description="The voices --voice accepts: the bundled neural Piper voice(s) and every "
+                                    "espeak-ng language. A Piper voice on disk is named by its .onnx path.")
+    vo.add_argument("--language", default=None, help="only voices whose language starts with this (e.g. en, es)")
+    vo.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+
+    ls = sub.add_parser(
+        "lipsync", help="speech or text -> mouth landmarks and visemes per frame (JSON/CSV/TSV), no video",
+        description="Mouth data for animators: the 59 predicted mouth points per frame, the mouth opening and "
+                    "width, and a viseme track (Rhubarb's A-H, X) with start/end times; see docs/LIPSYNC.md. "
+                    "Phoneme timing comes from the TTS (--text), from --transcript (forced alignment), or else "
+                    "from phone recognition of the audio (English, approximate).",
+        epilog=EPILOG,
+    )
+    _add_speech_options(ls, audio_flag=False)
+    ls.add_argument("-o", "--output", required=True, help="output path (.json, .csv or .tsv)")
+    ls.add_argument("--format", choices=["json", "csv", "tsv"], default=None,
+                    help="output format (default: from the output's extension). csv/tsv also write "
+                         "<name>.visemes.csv/.tsv")
+    ls.add_argument("--fps", type=float, default=25.0, help="frames per second of the export (default 25)")
+    ls.add_argument("--image", default=None,
+                    help="a photo: use its resting mouth and export in its pixels (default: a generic face in "
+                         "pose-normalized centimetres)")
+    ls.add_argument("--face", type=int, default=None, metavar="N", help="which face of --image (0 = largest)")
+    ls.add_argument("--no-silence-gate", action="store_true", help="do not force the mouth to rest in silence")
+    _add_common(ls)
 
     e = sub.add_parser(
         "eval", help="evaluate on held-out talking-head clips (prints a table, writes plots)",
@@ -89,20 +172,148 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _add_speech_options(p: argparse.ArgumentParser, *, audio_flag: bool) -> None:
+    """Speech from a recording (--audio, or a positional AUDIO) or from text (--text, --text-file)."""
+    g = p.add_argument_group("speech (what the face says): one of")
+    src = g.add_mutually_exclusive_group(required=True)
+    audio_help = "speech (wav, mp3, m4a, flac, ogg, or a video file's audio track); any rate/channels"
+    if audio_flag:
+        src.add_argument("--audio", help=audio_help)
+    else:
+        src.add_argument("audio", nargs="?", default=None, help=audio_help)
+    src.add_argument("--text", help="text to speak with a bundled voice (offline TTS)")
+    src.add_argument("--text-file", metavar="PATH", help="UTF-8 text file to speak (long scripts are streamed)")
+    t = p.add_argument_group("text to speech (with --text/--text-file)")
+    t.add_argument("--voice", default=None,
+                   help="voice name, language code (es, fr-fr, de, ...) or a Piper .onnx path; "
+                        "`talkingface voices` lists them (default: joe, US English, neural)")
+    t.add_argument("--rate", type=float, default=1.0, help="speaking rate, 1.0 normal, 1.5 faster (default 1.0)")
+    t.add_argument("--save-audio", metavar="PATH", default=None, help="also keep the synthesized speech (.wav)")
+    a = p.add_argument_group("phoneme timing")
+    a.add_argument("--transcript", default=None,
+                   help="what the recorded --audio says (English): aligned with PocketSphinx for phoneme timing")
+    a.add_argument("--transcript-file", default=None, metavar="PATH", help="the transcript from a UTF-8 file")
+    a.add_argument("--no-phoneme-timing", action="store_true",
+                   help="drive the mouth from the audio alone, without the closed-lips/rounding correction")
+
+
 def _speech(args: argparse.Namespace):
     """The speech that drives the face -> (audio path or float32 16 kHz array, phoneme timings or None)."""
-    return args.audio, None
+    text_file = getattr(args, "text_file", None)
+    text = getattr(args, "text", None)
+    if text is not None or text_file is not None:
+        import atexit
+        import shutil
+        import tempfile
+
+        from . import tts
+
+        if text_file is not None:
+            text = tts.read_text_file(text_file)
+        if args.save_audio:
+            path = args.save_audio
+        else:
+            tmp = tempfile.mkdtemp(prefix="talkingface-tts-")
+            atexit.register(shutil.rmtree, tmp, True)
+            path = os.path.join(tmp, "speech.wav")
+        bar = _bar(args, "speech")
+        bar.unit = "sentence"
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            speech = tts.synthesize_to_file(text, path, voice=args.voice, rate=args.rate, progress=progress)
+        finally:
+            bar.close()
+        if args.save_audio:
+            print(f"wrote {speech.path}: {speech.duration:.2f} s of speech, voice {speech.voice}")
+        phonemes = None if args.no_phoneme_timing else speech.phonemes
+        return speech.path, phonemes
+    if args.audio is not None and not os.path.exists(args.audio):
+        raise TalkingFaceError(f"audio file '{args.audio}' does not exist")
+    transcript = args.transcript
+    if args.transcript_file is not None:
+        from .tts import read_text_file
+
+        transcript = read_text_file(args.transcript_file)
+    if transcript is None or args.no_phoneme_timing:
+        return args.audio, None
+    from . import align, media
+
+    return args.audio, align.align(media.load_audio(args.audio), transcript)
+
+
+def _write_landmarks_json(path: str, fps: float, mouth) -> None:
+    import json
+
+    import numpy as np
+
+    frames = [None if not np.isfinite(m).all() else m.round(2).tolist() for m in mouth]
+    with open(path, "w") as f:
+        json.dump({"fps": fps, "points": "face.MOUTH (59 FaceMesh ids: lips outer, lips inner, jaw)",
+                   "frames": frames}, f)
 
 
 def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
-    raise TalkingFaceError("dubbing a video is not available yet")
+    options = _dub_options(args)
+    bar = _bar(args, "track")
+
+    def stage(name: str) -> None:
+        bar.set_description(name)
+        bar.reset(total=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total or None
+        bar.update(done - bar.n)
+
+    try:
+        result = pipe.dub(args.video, speech, output=args.output, options=options, phonemes=phonemes,
+                          progress=progress, stage=stage)
+    finally:
+        bar.close()
+    if args.landmarks_json:
+        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks)
+    t = result.timings
+    if result.n_faces > 1:
+        how = f"face {args.face}" if args.face is not None else (
+            f"the face at {args.face_point}" if args.face_point else "the largest face")
+        print(f"the video shows up to {result.n_faces} faces; dubbed {how} (box {result.face_box} where first "
+              f"seen); choose another with --face 0..{result.n_faces - 1} or --face-point X,Y")
+    if result.frames_no_face or result.frames_turned:
+        print(f"{result.frames_no_face} frame(s) without the face and {result.frames_turned} with the head turned "
+              f"beyond {options.max_angle:g} degrees were passed through unchanged")
+    if result.adapt:
+        a = result.adapt
+        print(f"adapted to the video in {a['seconds']} s: held-out L1 {a['l1_before']} -> {a['l1_after']}")
+    print(f"wrote {result.output}: {result.n_frames} frames at {result.fps:g} fps, {result.duration:.2f} s "
+          f"({result.frames_dubbed} dubbed), {result.n_frames / max(t['total'], 1e-9):.1f} fps")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import dub_batch, read_jobs
+
+    jobs = read_jobs(args.jobs)
+    import dataclasses
+
+    from .dub import DubOptions
+
+    base = dataclasses.asdict(DubOptions())  # only what the command line changed becomes a job default
+    defaults = {k: v for k, v in dataclasses.asdict(_dub_options(args)).items() if v != base[k]}
+    records = dub_batch(jobs, args.out_dir, workers=args.workers, options=defaults, checkpoints=args.checkpoints,
+                        device=args.device)
+    n = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
+    for r in records:
+        if r["status"] == "failed":
+            print(f"failed: {r['video']} + {r['audio']}: {r['error']}", file=sys.stderr)
+    print(f"{n['done']} dubbed, {n['skipped']} already done, {n['failed']} failed; summary: "
+          f"{os.path.join(args.out_dir, 'batch_summary.json')}")
+    return 1 if n["failed"] else 0
 
 
 def _render(args: argparse.Namespace) -> int:
-    import json
-
-    from tqdm import tqdm
-
     from .pipeline import RenderOptions, load
 
     for path, what in ((args.image, "image"), (args.video, "video"), (args.audio, "audio")):
@@ -112,9 +323,9 @@ def _render(args: argparse.Namespace) -> int:
     speech, phonemes = _speech(args)
     if args.video is not None:
         return _dub(args, pipe, speech, phonemes)
-    options = RenderOptions(face_index=args.face, max_size=args.max_size, silence_gate=not args.no_silence_gate,
-                            motion_scale=args.motion, crf=args.crf)
-    bar = tqdm(total=None, unit="frame", desc="render", disable=not sys.stderr.isatty() and not args.verbose)
+    options = RenderOptions(face_index=args.face, max_size=args.max_size or 1280,
+                            silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf)
+    bar = _bar(args, "render")
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -126,9 +337,7 @@ def _render(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.landmarks_json:
-        with open(args.landmarks_json, "w") as f:
-            json.dump({"fps": result.fps, "points": "face.MOUTH (59 FaceMesh ids: lips outer, lips inner, jaw)",
-                       "frames": result.mouth_landmarks.round(2).tolist()}, f)
+        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks)
     t = result.timings
     if result.n_faces > 1:
         chosen = 0 if args.face is None else args.face
@@ -136,6 +345,49 @@ def _render(args: argparse.Namespace) -> int:
               f"choose another with --face 0..{result.n_faces - 1}")
     print(f"wrote {result.output}: {result.n_frames} frames, {result.duration:.2f} s, "
           f"{result.n_frames / max(t['total'], 1e-9):.1f} fps")
+    return 0
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from .tts import list_voices
+
+    voices = [v for v in list_voices() if not args.language or v.language.startswith(args.language.lower())]
+    for v in voices:
+        print(f"{v.name:<24} {v.language:<18} {v.kind:<7} {v.description}")
+    print(f"{len(voices)} voices; use one with --voice NAME (or a Piper .onnx path)", file=sys.stderr)
+    return 0
+
+
+def _lipsync(args: argparse.Namespace) -> int:
+    from . import align, lipsync, media
+    from .pipeline import load
+
+    fmt = lipsync.format_of(args.output, args.format)
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise TalkingFaceError(f"output folder '{out_dir}' does not exist (for '{args.output}')")
+    if args.image is not None and not os.path.exists(args.image):
+        raise TalkingFaceError(f"image file '{args.image}' does not exist")
+    speech, phonemes = _speech(args)
+    wav = media.load_audio(speech)
+    timing = "none"
+    if phonemes:
+        timing = "tts" if args.audio is None else "alignment"
+    visemes_from = phonemes
+    if not phonemes and not args.no_phoneme_timing:
+        visemes_from = align.recognize(wav)  # for the viseme track only: too noisy to correct the landmarks
+        timing = "recognition"
+    pipe = load(args.checkpoints, device=args.device)
+    points, space = lipsync.mouth_track(pipe, wav, phonemes=phonemes, image=args.image, face_index=args.face,
+                                        silence_gate=not args.no_silence_gate)
+    source = {"audio": None if args.audio is None else os.path.basename(args.audio), "text": args.text is not None
+              or args.text_file is not None, "voice": args.voice, "phoneme_timing": timing,
+              "landmarks_corrected_by_phonemes": bool(phonemes)}
+    doc = lipsync.mouth_data(points, lipsync.MODEL_FPS, phonemes=visemes_from, duration=len(wav) / 16000,
+                             out_fps=args.fps, space=space, source=source)
+    written = lipsync.write(doc, args.output, fmt)
+    print(f"wrote {', '.join(written)}: {doc['n_frames']} frames at {doc['fps']:g} fps, "
+          f"{len(doc['visemes'])} viseme segments ({timing} timing), {doc['duration']:.2f} s")
     return 0
 
 
@@ -147,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "render":
             return _render(args)
+        if args.command == "voices":
+            return _voices(args)
+        if args.command == "lipsync":
+            return _lipsync(args)
+        if args.command == "batch":
+            return _batch(args)
         if args.command == "eval":
             from .evaluate import main as eval_main
 
