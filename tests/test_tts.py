@@ -1,0 +1,133 @@
+"""Text -> speech (Piper, espeak-ng) with phoneme timing; text -> talking video; bad text input."""
+from __future__ import annotations
+
+import itertools
+import wave
+
+import numpy as np
+import pytest
+from conftest import assert_talks
+
+from talkingface import tts
+from talkingface.errors import InputError
+from talkingface.phonemes import SILENCE
+
+
+def _wav_seconds(path) -> float:
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        return w.getnframes() / w.getframerate()
+
+
+def _check_phones(speech) -> None:
+    ph = speech.phonemes
+    assert ph and ph[0].start == pytest.approx(0.0, abs=1e-6)
+    assert ph[-1].end == pytest.approx(speech.duration, abs=0.002)
+    for a, b in itertools.pairwise(ph):
+        assert a.end == pytest.approx(b.start, abs=1e-6) and a.end > a.start  # contiguous, ordered
+    assert any(p.symbol != SILENCE for p in ph)
+
+
+def test_voices_listed():
+    voices = tts.list_voices()
+    assert voices[0].name == "joe" and voices[0].kind == "piper" and voices[0].language == "en-us"
+    names = {v.name: v for v in voices}
+    assert names["es"].kind == "espeak" and names["de"].kind == "espeak" and len(voices) > 50
+    assert all(v.description for v in voices)
+    assert tts.resolve_voice("en").name == "joe"  # a language code picks the neural voice where there is one
+    assert tts.resolve_voice("espeak:en-us").kind == "espeak"
+    assert tts.resolve_voice(voices[0].path).kind == "piper"  # a Piper voice on disk, by path
+
+
+def test_piper_speech_and_phonemes(tmp_path):
+    sp = tts.synthesize_to_file("Bob made maps. Who would move?", tmp_path / "s.wav")
+    assert sp.duration == pytest.approx(_wav_seconds(sp.path), abs=1e-6)
+    assert sp.voice == "joe" and sp.n_sentences == 2
+    _check_phones(sp)
+    vis = [p.viseme for p in sp.phonemes]
+    assert vis.count("A") >= 4 and "F" in vis  # b, m, m, p / "oo", w
+    assert [f for f in tmp_path.iterdir()] == [tmp_path / "s.wav"]  # no temp file left behind
+    fast = tts.synthesize_to_file("Bob made maps. Who would move?", tmp_path / "f.wav", rate=1.5)
+    assert fast.duration < 0.8 * sp.duration
+
+
+def test_espeak_spanish(tmp_path):
+    sp = tts.synthesize_to_file("Hola, bienvenidos al curso. Mamá y papá.", tmp_path / "es.wav", voice="es")
+    assert sp.voice == "es" and sp.duration > 1.5
+    _check_phones(sp)
+    syms = [p.symbol for p in sp.phonemes]
+    assert "ɾ" in syms and syms.count("p") >= 2 and syms.count("m") >= 2  # Spanish tap r; papá, mamá
+    with wave.open(sp.path) as w:
+        audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    assert np.abs(audio).max() > 3000
+
+
+def test_long_text_is_streamed_by_sentence():
+    text = "\n\n".join(" ".join(f"Sentence {p}{k} is short." for k in range(3)) for p in "ab")
+    parts = tts.split_sentences(text)
+    assert len(parts) == 6 and parts[2][1] == tts.PARAGRAPH_PAUSE and parts[0][1] == tts.SENTENCE_PAUSE
+    assert parts[-1][1] == 0.0
+    seen = []
+    chunks = list(tts.synthesize(text, progress=lambda d, t: seen.append((d, t))))
+    assert len(chunks) == 6 and seen[-1] == (6, 6)
+    total = sum(len(a) for a, _, _ in chunks)
+    assert max(len(a) for a, _, _ in chunks) < total / 4  # one sentence of audio in memory at a time
+    # a "sentence" with no punctuation at all is cut into pieces of bounded size
+    assert all(len(s) <= tts.MAX_CHUNK_CHARS for s, _ in tts.split_sentences("word " * 1000))
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"), ("   \n\t ", "empty"), ("!!! ... ???", "no speakable"), ("🙂🙂", "no speakable"),
+    ("a" * (tts.MAX_TEXT_CHARS + 1), "too long"),
+])
+def test_bad_text(tmp_path, text, match):
+    with pytest.raises(InputError, match=match):
+        tts.synthesize_to_file(text, tmp_path / "x.wav")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_voice_rate_and_files(tmp_path):
+    with pytest.raises(InputError, match="unknown voice"):
+        tts.synthesize_to_file("hello", tmp_path / "x.wav", voice="xx-nowhere")
+    with pytest.raises(InputError, match="does not exist"):
+        tts.synthesize_to_file("hello", tmp_path / "x.wav", voice=str(tmp_path / "none.onnx"))
+    with pytest.raises(InputError, match="rate"):
+        tts.synthesize_to_file("hello", tmp_path / "x.wav", rate=0)
+    with pytest.raises(InputError, match="output folder"):
+        tts.synthesize_to_file("hello", tmp_path / "no" / "x.wav")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Café à la crème.".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        tts.read_text_file(latin1)
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_text("Café à la crème.", encoding="utf-16")
+    assert tts.read_text_file(utf16) == "Café à la crème."
+    with pytest.raises(InputError, match="does not exist"):
+        tts.read_text_file(tmp_path / "missing.txt")
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_text_to_video(pipeline, astronaut, tmp_path):
+    """Text -> speech -> video: as long as the speech, the mouth moves, and it closes on bilabials."""
+    from talkingface import face, media
+    from talkingface.phonemes import frame_visemes
+
+    sp = tts.synthesize_to_file("Bob made a map of the moon.\n\nPlease bring me the blue bowl, Mom.",
+                                tmp_path / "speech.wav")
+    out = tmp_path / "talk.mp4"
+    res = pipeline.render(astronaut, sp.path, output=out, phonemes=sp.phonemes)
+    assert abs(res.duration - sp.duration) < 1 / 25 and abs(res.n_frames / 25 - sp.duration) <= 1 / 25
+    frames = list(media.iter_video_frames(out))
+    assert abs(len(frames) - res.n_frames) <= 1
+    wav = media.load_audio(sp.path)
+    assert_talks(out, wav)
+    with face.FaceTracker(static=False, max_faces=1) as tr:
+        opening = np.array([face.mouth_opening(f[0].landmarks) if (f := tr.detect(fr)) else np.nan
+                            for fr in frames])
+    n = len(opening)
+    vis = frame_visemes(sp.phonemes, n, 25)
+    bil = [int((p.start + p.end) / 2 * 25) for p in sp.phonemes if p.viseme == "A"]
+    vowels = [i for i in range(n) if vis[i] in "CDE"]
+    assert len(bil) >= 8
+    # re-tracked from the rendered pixels: lips nearly shut at bilabials, well open in vowels
+    assert np.nanmedian(opening[bil]) < 0.5 * np.nanmedian(opening[vowels])
