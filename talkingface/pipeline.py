@@ -226,13 +226,13 @@ class Pipeline:
         )
 
     def dub(self, video, audio, *, output=None, options=None, phonemes=None, progress=None, stage=None,
-            return_frames: bool = False):
+            return_frames: bool = False, mouth_fn=None):
         """Dub ``video`` (path) with ``audio``: only the mouth region of the chosen face changes and the audio is
         replaced. See talkingface.dub.dub and DubOptions; returns a DubResult."""
         from .dub import DubOptions, dub
 
         return dub(self, video, audio, output=output, options=options or DubOptions(), phonemes=phonemes,
-                   progress=progress, stage=stage, return_frames=return_frames)
+                   progress=progress, stage=stage, return_frames=return_frames, mouth_fn=mouth_fn)
 
     @staticmethod
     def _fit_size(img: np.ndarray, max_size: int) -> np.ndarray:
