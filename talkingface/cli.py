@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="eval", help="folder for the table, JSON and plots (default eval/)")
     e.add_argument("--no-video", action="store_true", help="landmark level only (fast)")
     e.add_argument("--max-clips", type=int, default=None, help="only the first N validation clips")
+    e.add_argument("--dub", action="store_true",
+                   help="evaluate dubbing instead: self-dub, cross-dub sync, untouched-region PSNR, --adapt")
+    e.add_argument("--adapt-steps", type=int, default=150, help="fine-tuning steps for the --adapt rows")
     _add_common(e)
 
     b = sub.add_parser("benchmark", help="seconds per stage and frames per second of a 10 s render",
