@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -441,8 +442,8 @@ def launch(app, *, host: str = "127.0.0.1", port: int = 7860, share: bool = Fals
             max_file_size=int(limits.max_upload_mb * 1024 * 1024), allowed_paths=examples, ssr_mode=False,
             show_error=True, inbrowser=False, css=CSS, footer_links=[])
     except OSError as e:
-        raise TalkingFaceError(f"cannot listen on {host}:{port} ({e}); is another server using it? "
-                               f"choose another with --port") from e
+        why = "the port is in use (another server?)" if "empty port" in str(e) else str(e)
+        raise TalkingFaceError(f"cannot listen on {host}:{port}: {why}; choose another with --port") from e
     print(f"talkingface demo: {url}" + (f"  (public link: {share_url})" if share_url else ""), flush=True)
     if block:
         try:
@@ -464,6 +465,11 @@ def main(args) -> int:
         raise TalkingFaceError("the web page needs Gradio: pip install 'talkingface[web]'") from e
     print("talkingface demo: loading the models ...", flush=True)
     pipe = load(args.checkpoints, device=args.device)
+
+    def stop(signum, frame):  # `kill` stops the server like Ctrl+C does: queue closed, temporary files deleted
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         app = build_app(pipe, limits)
         launch(app, host=args.host, port=args.port, share=args.share)
