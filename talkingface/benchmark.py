@@ -1,8 +1,12 @@
-"""``talkingface benchmark``: seconds per stage and end-to-end frames per second of a render.
+"""``talkingface benchmark``: seconds per stage and end-to-end frames per second of a render or a dub.
 
-The bundled photo (512 x 512) speaks the bundled GRID sentences, repeated to the asked length; the output
-is written to a temporary mp4 so that encoding is included. The first render warms up (model loading,
+Photo mode: the bundled photo (512 x 512) speaks the bundled GRID sentences, repeated to the asked length; the
+output is written to a temporary mp4 so that encoding is included. The first render warms up (model loading,
 thread pools); the best of the remaining renders is reported.
+
+Dubbing (``--dub``): a test video is made from the GRID fixture (CC BY 4.0) scaled to ``--size`` (512: 512x512,
+720: 1280x720, the face ~2.5x larger than in GRID), played back and forth to the asked length, at 25 fps; it is
+dubbed with the GRID sentences. Peak resident memory is per process, so compare lengths in separate runs.
 """
 from __future__ import annotations
 
@@ -31,7 +35,78 @@ def example_inputs(seconds: float) -> tuple[np.ndarray, np.ndarray]:
     return image, np.tile(speech, reps)[: int(seconds * 16000)]
 
 
+DUB_STAGES = ("load", "decode_track", "tracking", "audio_features", "landmarks", "adapt", "decode", "texture",
+              "composite", "encode")
+
+
+def make_test_video(path: str, seconds: float, size: int) -> tuple[int, int]:
+    """Write the GRID fixture scaled to ``size`` (512 or 720), ping-ponged to ``seconds``, streaming."""
+    import cv2
+
+    src = list(media.iter_video_frames(DEMO.parent / "tests" / "fixtures" / "grid_lwbsza.mp4", fps=25))
+    w, h = (512, 512) if size == 512 else (1280, 720)
+    sh, sw = src[0].shape[:2]
+    k = h / sh
+    frames = []
+    for fr in src:
+        big = cv2.resize(fr, (int(sw * k) // 2 * 2, h), interpolation=cv2.INTER_CUBIC)
+        if big.shape[1] >= w:
+            x0 = (big.shape[1] - w) // 2
+            out = big[:, x0:x0 + w]
+        else:
+            pad = w - big.shape[1]
+            out = cv2.copyMakeBorder(big, 0, 0, pad // 2, pad - pad // 2, cv2.BORDER_REFLECT)
+        frames.append(np.ascontiguousarray(out))
+    n = int(round(seconds * 25))
+    order = np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)])
+    with media.VideoWriter(path, 25, w, h, crf=18) as vw:
+        for i in range(n):
+            vw.write(frames[order[i % len(order)]])
+    return w, h
+
+
+def bench_dub(args: argparse.Namespace) -> int:
+    from .dub import DubOptions
+
+    t0 = time.perf_counter()
+    pipe = load(args.checkpoints, device=args.device)
+    build_s = time.perf_counter() - t0
+    _, wav = example_inputs(args.seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        video = os.path.join(tmp, "input.mp4")
+        w, h = make_test_video(video, args.seconds, args.size)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        runs = []
+        for _ in range(max(1, args.repeat)):
+            runs.append(pipe.dub(video, wav, output=os.path.join(tmp, "dubbed.mp4"),
+                                 options=DubOptions(adapt=args.adapt)))
+    best = min(runs[1:] or runs, key=lambda r: r.timings["total"])
+    t = best.timings
+    _machine(args)
+    print(f"pipeline build (models, once): {build_s:.2f} s")
+    print(f"dub of a {args.seconds:.0f} s {w}x{h} 25 fps video, {best.n_frames} frames "
+          f"({'best of %d after a warm-up' % (len(runs) - 1) if len(runs) > 1 else 'one run, no warm-up'}):")
+    print(f"{'stage':16s} {'seconds':>8s} {'ms/frame':>9s}")
+    for s in DUB_STAGES:
+        if s in t:
+            print(f"{s:16s} {t[s]:8.3f} {1000 * t[s] / best.n_frames:9.2f}")
+    print(f"{'total':16s} {t['total']:8.3f} {1000 * t['total'] / best.n_frames:9.2f}")
+    print(f"end-to-end: {best.n_frames / t['total']:.1f} frames/s ({best.duration / t['total']:.2f}x real time)")
+    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+          f"(before dubbing, models loaded and test video made: {rss_before:.0f} MB)")
+    return 0
+
+
+def _machine(args: argparse.Namespace) -> None:
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") and torch.cuda.is_available() else "-"
+    print(f"machine: {os.cpu_count()} CPU cores ({cpu}), torch threads {torch.get_num_threads()}, "
+          f"device {args.device}, GPU {gpu}")
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "dub", False):
+        return bench_dub(args)
     t0 = time.perf_counter()
     pipe = load(args.checkpoints, device=args.device)
     build_s = time.perf_counter() - t0
@@ -43,10 +118,7 @@ def main(args: argparse.Namespace) -> int:
             runs.append(res)
     best = min(runs[1:], key=lambda r: r.timings["total"])
     t = best.timings
-    cpu = platform.processor() or platform.machine()
-    gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") and torch.cuda.is_available() else "-"
-    print(f"machine: {os.cpu_count()} CPU cores ({cpu}), torch threads {torch.get_num_threads()}, "
-          f"device {args.device}, GPU {gpu}")
+    _machine(args)
     print(f"pipeline build (models, once): {build_s:.2f} s")
     print(f"render of {args.seconds:.0f} s audio, {best.n_frames} frames at 512x512 (best of {len(runs) - 1}):")
     print(f"{'stage':16s} {'seconds':>8s} {'ms/frame':>9s}")

@@ -18,6 +18,7 @@ Memory is constant in the video's length: frames are streamed, per-frame state i
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -328,16 +329,25 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     n_est = int(round((info.duration or 0) * fps))
     t0 = time.perf_counter()
     size = pipe.crop_size
-    vt = face.FaceTracker(static=False, max_faces=4)
+    frames = media.iter_video_frames(vpath, fps=fps, max_side=max_side)
+    first = next(frames, None)
+    if first is None:
+        raise InputError(f"video '{vpath}' has no frames that could be decoded")
+    # FaceMesh tracks up to max_faces faces and re-runs its detector while it tracks fewer: ask for as many as
+    # the first frame shows (one, usually), so a one-person video is tracked at full speed
+    n_first = len(pipe.tracker.detect(first))
+    want = max(1, n_first, (options.face_index or 0) + 1)
+    vt = face.FaceTracker(static=False, max_faces=min(4, want))
     try:
         track = tracking.track_video(
-            media.iter_video_frames(vpath, fps=fps, max_side=max_side), fps=fps, video_tracker=vt,
+            itertools.chain([first], frames), fps=fps, video_tracker=vt,
             photo_tracker=pipe.tracker, face_index=options.face_index, face_point=options.face_point,
-            crop_size=size, smooth_sigma=options.smooth, source=vpath,
+            crop_size=size, smooth_sigma=options.smooth, source=vpath, timings=timings,
             progress=(lambda i: progress(i, n_est)) if progress else None)
     finally:
         vt.close()
-    timings["tracking"] = time.perf_counter() - t0
+        frames.close()
+    timings["tracking"] = time.perf_counter() - t0 - timings["decode_track"]  # detection, pose, smoothing
     n_src = track.n_frames
     if n_src < 2:
         raise InputError(f"video '{vpath}' has {n_src} frame(s); a video of at least 2 frames is needed")

@@ -12,6 +12,7 @@ frames), so it removes landmark jitter without the lag of a causal filter.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -140,12 +141,13 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
                 photo_tracker: face.FaceTracker | None = None, face_index: int | None = None,
                 face_point: tuple[float, float] | None = None, crop_size: int = 128, bank_size: int = 256,
                 smooth_sigma: float = 1.0, source: str = "video", seed: int = 0,
-                progress: Callable[[int], None] | None = None) -> VideoTrack:
+                progress: Callable[[int], None] | None = None, timings: dict | None = None) -> VideoTrack:
     """Track one face through ``frames`` (an iterator of RGB uint8 frames, consumed once).
 
     ``video_tracker`` is a FaceTracker(static=False); where it finds nothing, ``photo_tracker`` (the
     full-range detector, slower) is tried every 5th frame, so small faces and faces that re-enter are found.
-    Raises NoFaceError when the chosen face is found in no frame at all.
+    Raises NoFaceError when the chosen face is found in no frame at all. ``timings`` receives the seconds spent
+    decoding ("decode_track") and tracking ("tracking").
     """
     rng = np.random.default_rng(seed)
     rigid: list = []
@@ -158,7 +160,17 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
     lost = 0
     width = height = 0
     iod = None
-    for i, frame in enumerate(frames):
+    t_decode = t_track = 0.0
+    frames = iter(frames)
+    i = -1
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        t1 = time.perf_counter()
+        t_decode += t1 - t0
+        if frame is None:
+            break
+        i += 1
         height, width = frame.shape[:2]
         thumbs.append(thumbnail(frame))
         faces = video_tracker.detect(frame)
@@ -205,8 +217,12 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
                         bank.append(entry)
                     else:
                         bank[slot] = entry
+        t_track += time.perf_counter() - t1
         if progress is not None:
             progress(i + 1)
+    if timings is not None:
+        timings["decode_track"] = timings.get("decode_track", 0.0) + t_decode
+        timings["tracking"] = timings.get("tracking", 0.0) + t_track
     n = len(valid)
     if n == 0:
         raise NoFaceError(f"'{source}' has no video frames")

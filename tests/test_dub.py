@@ -208,3 +208,24 @@ def test_batch_resumes_after_kill_and_reports_failures(pipeline, grid_video_path
                                 {"crf": 30})], out, pipeline=pipeline, progress=False)
     assert changed[0]["status"] == "done"
     assert json.loads(summary.read_text())[0]["frames"] == 74
+
+
+def test_dub_rotated_phone_video(pipeline, grid_video_path, tmp_path):
+    """A phone video stored sideways with a display matrix is dubbed upright, at its display size."""
+    ff = media.ffmpeg_exe()
+    stored = tmp_path / "stored.mp4"
+    tagged = tmp_path / "tagged.mp4"
+    run = {"check": True, "stdin": subprocess.DEVNULL, "capture_output": True}
+    subprocess.run([ff, "-y", "-i", grid_video_path, "-vf", "transpose=1", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-crf", "12", "-c:a", "copy", str(stored)], **run)
+    subprocess.run([ff, "-y", "-display_rotation", "90", "-i", str(stored), "-c", "copy", str(tagged)], **run)
+    info = media.probe(tagged)
+    assert abs(info.rotation) == 90 and info.display_size == (360, 288)
+    out = tmp_path / "out.mp4"
+    res = pipeline.dub(tagged, ROOT / "demo" / "grid_sbwe5n.wav", output=out)
+    assert res.frames_dubbed == res.n_frames  # upright: the face is found in every frame
+    o = media.probe(out)
+    assert (o.width, o.height, o.rotation) == (360, 288, 0)
+    first_in = next(iter(media.iter_video_frames(grid_video_path)))
+    first_out = next(iter(media.iter_video_frames(out)))
+    assert metrics.psnr(first_in[:100], first_out[:100]) > 30  # same picture, same way up
