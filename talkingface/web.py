@@ -141,25 +141,11 @@ class Renderer:
         self.work.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True, exist_ok=True)
 
-    # --- what is available ------------------------------------------------------------------------
-    @property
-    def can_dub(self) -> bool:
-        return callable(getattr(self.pipe, "dub", None))
-
     @staticmethod
-    def tts():
-        """The TTS module, or None when this install has none."""
-        try:
-            from . import tts
-        except ImportError:
-            return None
-        return tts if hasattr(tts, "synthesize_to_file") and hasattr(tts, "list_voices") else None
+    def voices() -> list[tuple[str, str]]:
+        """(label, name) of every voice, the default first."""
+        from . import tts
 
-    def voices(self) -> list[tuple[str, str]]:
-        """(label, name) of every voice, the default first; empty without TTS."""
-        tts = self.tts()
-        if tts is None:
-            return []
         return [(f"{v.description} [{v.name}]", v.name) for v in tts.list_voices()]
 
     # --- the two modes ----------------------------------------------------------------------------
@@ -181,9 +167,6 @@ class Renderer:
             max_size: int | None = None, report: Report | None = None) -> Output:
         """The person in ``video`` speaking ``audio`` or ``text`` instead: only the mouth region changes."""
         report = report or _no_report
-        if not self.can_dub:
-            raise InputError("dubbing a video is not available in this version of talkingface yet; "
-                             "use the Photo tab")
         if not video:
             raise InputError("upload a video of a person first (or click the example clip below)")
         self._check_length(video, "video")
@@ -232,7 +215,7 @@ class Renderer:
                    f"({result.duration:.1f} s of {spoken}) in {seconds:.1f} s.")
         passed = getattr(result, "frames_no_face", 0) + getattr(result, "frames_turned", 0)
         if passed:
-            summary += (f" {passed} frames were left as they were (face not found or turned too far).")
+            summary += f" {passed} frames were left as they were (face not found or turned too far)."
         if n_faces > 1:
             summary += (f" The {'photo' if mode == 'photo' else 'video'} has {n_faces} faces; choose another with "
                         f"*Face* (0 = largest, up to {n_faces - 1}).")
@@ -247,17 +230,11 @@ class Renderer:
             if len(text) > self.limits.max_text_chars:
                 raise InputError(f"the text is too long: {len(text)} characters "
                                  f"(limit {self.limits.max_text_chars})")
-            tts = self.tts()
-            if tts is None:
-                raise InputError("typed text needs the text-to-speech module, which this version of "
-                                 "talkingface does not have yet; upload or record speech instead")
+            from . import tts
+
             report("Synthesizing speech")
-
-            def tts_progress(done, total=None, *_):
-                report("Synthesizing speech", done, total) if total else None
-
             speech = tts.synthesize_to_file(text, str(work / "speech.wav"), voice=voice or None, rate=float(rate),
-                                            progress=tts_progress)
+                                            progress=lambda done, total: report("Synthesizing speech", done, total))
             if speech.duration > self.limits.max_seconds:
                 raise InputError(f"the text makes {speech.duration:.0f} s of speech "
                                  f"(limit {self.limits.max_seconds:g} s); shorten it")
@@ -307,7 +284,6 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
     import gradio as gr  # after temp_root(): Gradio reads GRADIO_TEMP_DIR
 
     voices = renderer.voices()
-    has_tts, has_dub = bool(voices), renderer.can_dub
 
     def run(fn: Callable[..., Output], progress: gr.Progress, **kwargs):
         def report(stage: str, done: int | None = None, total: int | None = None) -> None:
@@ -322,7 +298,7 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
             log.info("request refused: %s", e)
             message = _friendly(str(e), renderer.root)
             if isinstance(e, NoFaceError):
-                message += ". Try a picture where one face is clearly visible and turned towards the camera."
+                message += ". Try one where a face is clearly visible and turned towards the camera."
             raise gr.Error(message, title="Could not render", duration=None, print_exception=False) from e
         except Exception as e:  # a bug: say so, keep serving
             log.exception("render failed")
@@ -362,12 +338,10 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                                          image_mode=None, sources=["upload", "clipboard"], elem_id="photo",
                                          height=320)
                     with gr.Tab("Dub a video", id="dub", elem_id="tab-dub") as tab_dub:
-                        if not has_dub:
-                            gr.Markdown("**Dubbing is not available in this version of talkingface yet.**")
                         video = gr.Video(label="Video of a person speaking", sources=["upload"], elem_id="video",
-                                         height=320, interactive=has_dub)
+                                         height=320)
                         adapt = gr.Checkbox(label="Adapt to this person's mouth (slower, better likeness)",
-                                            value=False, elem_id="adapt", interactive=has_dub)
+                                            value=False, elem_id="adapt")
                 speech_from = gr.Radio([SPEECH_AUDIO, SPEECH_TEXT], value=SPEECH_AUDIO, label="Speech",
                                        elem_id="speech-from")
                 with gr.Group(visible=True) as audio_box:
@@ -375,14 +349,12 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                                      sources=["upload", "microphone"], type="filepath", elem_id="audio")
                 with gr.Group(visible=False) as text_box:
                     text = gr.Textbox(label="Text to say", lines=3, max_length=limits.max_text_chars,
-                                      placeholder=EXAMPLE_TEXT if has_tts else
-                                      "Text-to-speech is not available in this version of talkingface yet.",
-                                      interactive=has_tts, elem_id="text")
+                                      placeholder=EXAMPLE_TEXT, elem_id="text")
                     with gr.Row():
                         voice = gr.Dropdown(voices, value=voices[0][1] if voices else None, label="Voice",
-                                            interactive=has_tts, elem_id="voice")
+                                            elem_id="voice")
                         rate = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speaking rate (1 = normal)",
-                                         interactive=has_tts, elem_id="rate")
+                                         elem_id="rate")
                 with gr.Row():
                     face = gr.Number(value=0, precision=0, minimum=0, maximum=9, label="Face (0 = largest)",
                                      elem_id="face")
@@ -403,14 +375,14 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
         if EXAMPLE_PHOTO.is_file() and EXAMPLE_AUDIO.is_file():
             photo_rows.append([str(EXAMPLE_PHOTO), SPEECH_AUDIO, str(EXAMPLE_AUDIO), None])
             photo_labels.append("NASA portrait + a GRID sentence (audio)")
-        if EXAMPLE_PHOTO.is_file() and has_tts:
+        if EXAMPLE_PHOTO.is_file():
             photo_rows.append([str(EXAMPLE_PHOTO), SPEECH_TEXT, None, EXAMPLE_TEXT])
             photo_labels.append("NASA portrait + typed text")
         if photo_rows:
             with tab_photo:
                 gr.Examples(photo_rows, [photo, speech_from, audio, text], example_labels=photo_labels,
                             label="Examples (photo: public domain; GRID corpus: CC BY 4.0)")
-        if has_dub and EXAMPLE_DUB_VIDEO.is_file() and EXAMPLE_DUB_AUDIO.is_file():
+        if EXAMPLE_DUB_VIDEO.is_file() and EXAMPLE_DUB_AUDIO.is_file():
             with tab_dub:
                 gr.Examples([[str(EXAMPLE_DUB_VIDEO), SPEECH_AUDIO, str(EXAMPLE_DUB_AUDIO)]],
                             [video, speech_from, audio], example_labels=["GRID clip + another GRID sentence"],
