@@ -199,10 +199,12 @@ def _run_job(video: str, audio: str, output: str, options: dict) -> dict:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def dub_batch(jobs: Iterable[DubJob | dict], out_dir: str | os.PathLike, *, workers: int = 1,
+def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | os.PathLike, *, workers: int = 1,
               options: DubOptions | dict | None = None, checkpoints: str | None = None, device: str = "cpu",
               pipeline=None, progress: bool | Callable[[dict], None] = True) -> list[dict]:
     """Dub every job into ``out_dir``; returns (and writes to OUT/batch_summary.json) one record per job.
+
+    jobs: a job file (.csv/.tsv/.json, see read_jobs) or DubJob objects or dicts with the same keys.
 
     workers: parallel processes (each loads the models once; torch threads are split between them).
     options: defaults for every job (a job's own options override them).
@@ -215,6 +217,8 @@ def dub_batch(jobs: Iterable[DubJob | dict], out_dir: str | os.PathLike, *, work
     out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
     state.mkdir(exist_ok=True)
+    if isinstance(jobs, (str, os.PathLike)):
+        jobs = read_jobs(jobs)
     job_list = [j if isinstance(j, DubJob) else make_job(j) for j in jobs]
     if not job_list:
         raise InputError("no jobs to run")
