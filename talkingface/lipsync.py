@@ -87,9 +87,12 @@ def mouth_data(points: np.ndarray, fps: float, *, phonemes: Sequence[Phone] | No
     for s in segs:
         for i in range(round(s["start"] * out_fps), min(n_out, round(s["end"] * out_fps))):
             frame_vis[i] = s["viseme"]
+    # frames without a mouth (a dubbed video's passed-through frames have NaN points) export as null
+    found = np.isfinite(pts).all(axis=(1, 2))
     frames = [{"frame": i, "time": round(i / out_fps, 4), "viseme": frame_vis[i] if segs else None,
-               "open": round(float(opening[i]), decimals), "width": round(float(width[i]), decimals),
-               "points": np.round(pts[i], decimals).tolist()} for i in range(n_out)]
+               "open": round(float(opening[i]), decimals) if found[i] else None,
+               "width": round(float(width[i]), decimals) if found[i] else None,
+               "points": np.round(pts[i], decimals).tolist() if found[i] else None} for i in range(n_out)]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -162,8 +165,9 @@ def write(doc: dict, path: str | os.PathLike, fmt: str | None = None) -> list[st
         w = csv.writer(f, delimiter=delim, lineterminator="\n")
         w.writerow(header)
         for fr in doc["frames"]:
-            w.writerow([fr["frame"], fr["time"], fr["viseme"] or "", fr["open"], fr["width"]]
-                       + [v for p in fr["points"] for v in p])
+            pts = [v for p in fr["points"] for v in p] if fr["points"] is not None else [""] * (len(header) - 5)
+            w.writerow([fr["frame"], fr["time"], fr["viseme"] or "", "" if fr["open"] is None else fr["open"],
+                        "" if fr["width"] is None else fr["width"]] + pts)
 
     def visemes(f) -> None:
         w = csv.writer(f, delimiter=delim, lineterminator="\n")

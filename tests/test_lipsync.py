@@ -164,3 +164,18 @@ def test_forced_alignment(grid_wav):
         align.align(grid_wav, "?!")
     rec = align.recognize(grid_wav)
     assert any(p.viseme == "A" for p in rec) and rec[-1].end == pytest.approx(len(grid_wav) / 16000, abs=0.05)
+
+
+def test_frames_without_a_mouth_export_as_null(tmp_path):
+    """A dubbed video's passed-through frames have NaN mouth points: strict JSON null, empty CSV cells."""
+    pts = np.random.default_rng(0).uniform(100, 200, (10, len(face.MOUTH), 2)).astype(np.float32)
+    pts[4:6] = np.nan
+    doc = lipsync.mouth_data(pts, 25)
+    assert [f["points"] is None for f in doc["frames"]] == [i in (4, 5) for i in range(10)]
+    assert doc["frames"][4]["open"] is None and doc["frames"][3]["open"] is not None
+    lipsync.write(doc, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and json.loads(text)["frames"][5]["width"] is None
+    lipsync.write(doc, tmp_path / "m.csv")
+    rows = list(csv.reader((tmp_path / "m.csv").open()))
+    assert len(rows) == 11 and rows[5][3] == "" and len(rows[5]) == len(rows[4])
