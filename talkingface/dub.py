@@ -349,6 +349,9 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
         frames.close()
     timings["tracking"] = time.perf_counter() - t0 - timings["decode_track"]  # detection, pose, smoothing
     n_src = track.n_frames
+    if n_est and n_src < 0.9 * n_est - 2:
+        log.warning("video '%s' ended after %d of the %d frames its header announces (truncated?); dubbing with "
+                    "the frames that could be decoded", vpath, n_src, n_est)
     if n_src < 2:
         raise InputError(f"video '{vpath}' has {n_src} frame(s); a video of at least 2 frames is needed")
 

@@ -229,3 +229,15 @@ def test_dub_rotated_phone_video(pipeline, grid_video_path, tmp_path):
     first_in = next(iter(media.iter_video_frames(grid_video_path)))
     first_out = next(iter(media.iter_video_frames(out)))
     assert metrics.psnr(first_in[:100], first_out[:100]) > 30  # same picture, same way up
+
+
+def test_dub_truncated_video_uses_what_decodes(pipeline, gappy_video, tmp_path, caplog):
+    """A download cut short (moov atom first, so it still opens): the decodable frames are dubbed, with a
+    warning, and the output is as long as the audio."""
+    data = Path(gappy_video[0]).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with caplog.at_level("WARNING", logger="talkingface.dub"):
+        res = pipeline.dub(cut, ROOT / "demo" / "grid_sbwe5n.wav", output=tmp_path / "out.mp4")
+    assert 10 < res.n_source_frames < 70 and res.n_frames == 74
+    assert "truncated" in caplog.text
