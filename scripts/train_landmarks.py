@@ -119,7 +119,8 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"landmarks-{args.feature}.safetensors")
     info = {**log["info"], "feature": args.feature, "av_correction": not args.no_av_correction,
-            "val_summary": summary, "energy_direction": direction.tolist()}
+            "val_summary": summary, "energy_direction": direction.tolist(),
+            "sync_delay": lt.sync_delay(log["info"].get("av_shifts", {}))}
     save_module(path, model, config, model="landmarks", info=info)
     with open(path.replace(".safetensors", ".json"), "w") as f:
         json.dump({"info": info, "history": log["history"], "val_rows": rows}, f, indent=1)

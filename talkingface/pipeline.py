@@ -69,8 +69,9 @@ class Pipeline:
     """Photo + speech -> talking video. Holds the models; ``render`` is safe to call repeatedly."""
 
     def __init__(self, landmark_model: LandmarkModel, generator: MouthGenerator, *,
-                 audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu"):
+                 audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu", sync_delay: int = 0):
         self.device = torch.device(device)
+        self.sync_delay = int(sync_delay)  # frames the landmark model's predictions are delayed by
         self.landmark_model = landmark_model.to(self.device).eval()
         self.generator = generator.to(self.device).eval()
         cfg = landmark_model.config
@@ -106,6 +107,8 @@ class Pipeline:
         t0 = time.perf_counter()
         x = torch.from_numpy(feats).to(self.device)
         offsets = self.landmark_model.predict(x).cpu().numpy() * motion_scale  # (T, 59, 3)
+        if self.sync_delay:  # out[t] = pred[t - delay]: the model leads the true clock (see load)
+            offsets = offsets[np.clip(np.arange(len(offsets)) - self.sync_delay, 0, len(offsets) - 1)]
         if silence_gate:
             energy = audio_mod.speech_energy(wav) if energy is None else energy
             gate = _smooth_gate(audio_mod.voice_activity(energy))[: len(offsets)]
@@ -256,8 +259,17 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
     directory = Path(checkpoint_dir) if checkpoint_dir else checkpoints.DEFAULT_DIR
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but torch sees no CUDA device")
-    lm, _ = checkpoints.load_module(checkpoints.resolve(landmarks, directory), LandmarkModel, LandmarkConfig,
-                                    model="landmarks")
+    lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), LandmarkModel, LandmarkConfig,
+                                       model="landmarks")
     gen, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), MouthGenerator, TextureConfig,
                                      model="texture")
-    return Pipeline(lm, gen, device=device)
+    # The training clips were aligned to each other; their lab-synchronized GRID clips give the absolute clock.
+    # Checkpoints trained from now on store it; landmarks-v1 predates that and has the offsets to derive it.
+    info = meta.get("info", {})
+    if "sync_delay" in info:
+        delay = int(info["sync_delay"])
+    else:
+        from .training.landmark_training import sync_delay
+
+        delay = sync_delay(info.get("av_shifts", {}))
+    return Pipeline(lm, gen, device=device, sync_delay=delay)

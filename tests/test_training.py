@@ -69,3 +69,12 @@ def test_texture_training_runs(prepared):
     assert log["info"]["steps"] == 3 and log["history"][-1]["d"] > 0
     val = tt.validation_l1(gen, clips, n=4)
     assert 0 < val["val_l1_mask"] < 2
+
+
+def test_sync_delay_anchors_on_lab_synchronized_clips():
+    from talkingface.training.landmark_training import sync_delay
+
+    # GRID clips measured 2 frames early by the consensus: predictions are delayed by 2
+    assert sync_delay({"rizkiarm__LipNet__GRID_a": -2, "rizkiarm__LipNet__GRID_b": -1, "x_GRID_c": -2,
+                       "obama": 4}) == 2
+    assert sync_delay({"obama": 4}) == 0  # no anchor clip: no correction

@@ -107,6 +107,22 @@ def estimate_av_offsets(clips: list[Clip], config: LandmarkConfig, *, folds: int
     return offsets
 
 
+# Clips recorded with lab-synchronized audio and video (GRID corpus): the absolute reference for the AV offsets
+SYNC_ANCHOR = "GRID"
+
+
+def sync_delay(offsets: dict[str, int], anchor: str = SYNC_ANCHOR) -> int:
+    """Frames by which predictions must be delayed to be in sync with the true clock.
+
+    The AV-offset correction aligns the training clips to each other (to the consensus of models that never
+    saw each clip's speaker), not to an absolute clock. Clips known to be synchronized (``anchor`` in the
+    name) measure that consensus: an offset of -2 on them means predictions lead the mouth by 2 frames, so
+    they are delayed by 2. Returns 0 when no anchor clip is among the training clips.
+    """
+    anchored = [v for k, v in offsets.items() if anchor in k]
+    return int(-round(float(np.median(anchored)))) if anchored else 0
+
+
 def apply_av_offsets(clips: list[Clip], offsets: dict[str, int]) -> None:
     """Shift the features of the training clips named in ``offsets`` in place (validation clips never)."""
     for c in clips:
