@@ -271,7 +271,9 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
             if not rs:
                 continue
             keys = [k for k in rs[0] if k not in ("clip", "speaker", "method", "kind")] if rs else []
-            summary[f"{kind}/{method}"] = {k: float(np.nanmean([r[k] for r in rs])) for k in keys}
+            summary[f"{kind}/{method}"] = {
+                k: float(np.nanmean(v)) if np.isfinite(v := np.array([r[k] for r in rs], float)).any() else float("nan")
+                for k in keys}
     with open(os.path.join(out, "dub_results.json"), "w") as f:
         json.dump({"summary": summary, "rows": rows}, f, indent=1)
     table = format_dub_table(summary, len(entries))
