@@ -22,6 +22,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -407,11 +408,28 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
                                    audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration)
         writer.open()
     counts = {"dubbed": 0, "no_face": 0, "turned": 0}
+    # decoding the next batch and encoding the previous one run in two threads while the generator paints this
+    # one (ffmpeg pipes and torch both release the GIL); "decode"/"encode" timings are the waits for them
+    reader = ThreadPoolExecutor(1, thread_name_prefix="talkingface-decode")
+    encoder = ThreadPoolExecutor(1, thread_name_prefix="talkingface-encode")
+
+    def read(a: int, b: int) -> list[np.ndarray]:
+        return [source.get(int(s)) for s in src_idx[a:b]]
+
+    def emit(batch: list[np.ndarray]) -> None:
+        for fr in batch:
+            writer.write(fr)
+
+    bs = options.batch_size
     try:
-        for start in range(0, n_out, options.batch_size):
-            stop = min(n_out, start + options.batch_size)
+        upcoming = reader.submit(read, 0, min(n_out, bs))
+        pending = None
+        for start in range(0, n_out, bs):
+            stop = min(n_out, start + bs)
             t0 = time.perf_counter()
-            frames = [source.get(int(s)) for s in src_idx[start:stop]]
+            frames = upcoming.result()
+            if stop < n_out:
+                upcoming = reader.submit(read, stop, min(n_out, stop + bs))
             timings["decode"] += time.perf_counter() - t0
             work = []  # (position in batch, affine, crop, target mouth in crop px)
             t0 = time.perf_counter()
@@ -442,23 +460,30 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
                 counts["dubbed"] += 1
             timings["composite"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            for fr in frames:
-                if writer is not None:
-                    writer.write(fr)
-                if frames_out is not None:
-                    frames_out.append(fr)
+            if writer is not None:
+                if pending is not None:
+                    pending.result()  # one batch in flight at most: bounded memory, and its errors surface here
+                pending = encoder.submit(emit, frames)
+            if frames_out is not None:
+                frames_out.extend(frames)
             timings["encode"] += time.perf_counter() - t0
             if progress is not None:
                 progress(stop, n_out)
         if writer is not None:
             t0 = time.perf_counter()
+            if pending is not None:
+                pending.result()
             writer.close()
             timings["encode"] += time.perf_counter() - t0
     except BaseException:
+        reader.shutdown(wait=True, cancel_futures=True)
+        encoder.shutdown(wait=True, cancel_futures=True)  # no write may race the abort
         if writer is not None:
             writer.abort()
         raise
     finally:
+        reader.shutdown(wait=True)
+        encoder.shutdown(wait=True)
         source.close()
     timings["total"] = time.perf_counter() - t_start
     if counts["no_face"] or counts["turned"]:

@@ -241,3 +241,16 @@ def test_dub_truncated_video_uses_what_decodes(pipeline, gappy_video, tmp_path, 
         res = pipeline.dub(cut, ROOT / "demo" / "grid_sbwe5n.wav", output=tmp_path / "out.mp4")
     assert 10 < res.n_source_frames < 70 and res.n_frames == 74
     assert "truncated" in caplog.text
+
+
+def test_dub_interrupted_midway_leaves_nothing(pipeline, grid_video_path, tmp_path):
+    """A failure while frames are being decoded and encoded in the background (here: the progress callback
+    raises, as a cancelled web request would) stops both threads and leaves no output and no temporary."""
+    def progress(done, total):
+        if total and done >= 32:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.dub(grid_video_path, ROOT / "demo" / "grid_sbwe5n.wav", output=tmp_path / "out.mp4",
+                     progress=progress)
+    assert list(tmp_path.iterdir()) == []
