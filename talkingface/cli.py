@@ -55,10 +55,17 @@ def _dub_options(args: argparse.Namespace):
                       motion_scale=getattr(args, "motion", 1.0), crf=getattr(args, "crf", 18))
 
 
-def _bar(args: argparse.Namespace, desc: str):
+def _bar(args: argparse.Namespace, desc: str, unit: str = "frame"):
+    """A progress bar and the ``progress(done, total)`` callback the pipeline calls to move it."""
     from tqdm import tqdm
 
-    return tqdm(total=None, unit="frame", desc=desc, disable=not sys.stderr.isatty() and not args.verbose)
+    bar = tqdm(total=None, unit=unit, desc=desc, disable=not sys.stderr.isatty() and not args.verbose)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total or None
+        bar.update(done - bar.n)
+
+    return bar, progress
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,12 +230,7 @@ def _speech(args: argparse.Namespace):
             tmp = tempfile.mkdtemp(prefix="talkingface-tts-")
             atexit.register(shutil.rmtree, tmp, True)
             path = os.path.join(tmp, "speech.wav")
-        bar = _bar(args, "speech")
-        bar.unit = "sentence"
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+        bar, progress = _bar(args, "speech", unit="sentence")
 
         try:
             speech = tts.synthesize_to_file(text, path, voice=args.voice, rate=args.rate, progress=progress)
@@ -265,15 +267,11 @@ def _write_landmarks_json(path: str, fps: float, mouth) -> None:
 
 def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
     options = _dub_options(args)
-    bar = _bar(args, "track")
+    bar, progress = _bar(args, "track")
 
     def stage(name: str) -> None:
         bar.set_description(name)
         bar.reset(total=None)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total or None
-        bar.update(done - bar.n)
 
     try:
         result = pipe.dub(args.video, speech, output=args.output, options=options, phonemes=phonemes,
@@ -332,11 +330,7 @@ def _render(args: argparse.Namespace) -> int:
         return _dub(args, pipe, speech, phonemes)
     options = RenderOptions(face_index=args.face, max_size=args.max_size or 1280,
                             silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf)
-    bar = _bar(args, "render")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+    bar, progress = _bar(args, "render")
 
     try:
         result = pipe.render(args.image, speech, output=args.output, options=options, progress=progress,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import median_filter
 
 from . import audio as audio_mod
 from . import face, media, metrics, tracking
@@ -330,8 +331,8 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     n_est = int(round((info.duration or 0) * fps))
     t0 = time.perf_counter()
     size = pipe.crop_size
-    frames = media.iter_video_frames(vpath, fps=fps, max_side=max_side)
-    first = next(frames, None)
+    decoded = media.iter_video_frames(vpath, fps=fps, max_side=max_side)
+    first = next(decoded, None)
     if first is None:
         raise InputError(f"video '{vpath}' has no frames that could be decoded")
     # FaceMesh tracks up to max_faces faces and re-runs its detector while it tracks fewer: ask for as many as
@@ -341,13 +342,13 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     vt = face.FaceTracker(static=False, max_faces=min(4, want))
     try:
         track = tracking.track_video(
-            itertools.chain([first], frames), fps=fps, video_tracker=vt,
+            itertools.chain([first], decoded), fps=fps, video_tracker=vt,
             photo_tracker=pipe.tracker, face_index=options.face_index, face_point=options.face_point,
             crop_size=size, smooth_sigma=options.smooth, source=vpath, timings=timings,
             progress=(lambda i: progress(i, n_est)) if progress else None)
     finally:
         vt.close()
-        frames.close()
+        decoded.close()
     timings["tracking"] = time.perf_counter() - t0 - timings["decode_track"]  # detection, pose, smoothing
     n_src = track.n_frames
     if n_est and n_src < 0.9 * n_est - 2:
@@ -391,8 +392,9 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     ref_t = to_tensor(np.stack([e.crop for e in refs])).to(pipe.device) if refs else None
     ref_open = np.array([e.opening for e in refs])
     target_open = metrics.opening(mouth_canon, metrics.canonical_iod())
-    ref_choice = _median_filter(np.argmin(np.abs(target_open[:, None] - ref_open[None]), axis=1), 5) if refs \
-        else np.zeros(n_out, int)
+    ref_choice = np.argmin(np.abs(target_open[:, None] - ref_open[None]), axis=1) if refs else np.zeros(n_out, int)
+    if len(ref_choice) >= 5:  # hold each reference for a few frames: no flicker between references
+        ref_choice = median_filter(ref_choice, size=5, mode="nearest")
 
     # pass 2: decode in output order, paint, blend, encode
     say("rendering")
@@ -496,10 +498,3 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
         mouth_landmarks=mouth_out, mouth_canonical=mouth_canon, adapt=adapt_report, frames=frames_out,
         timings=timings)
 
-
-def _median_filter(x: np.ndarray, k: int) -> np.ndarray:
-    if len(x) < k:
-        return x
-    r = k // 2
-    padded = np.pad(x, r, mode="edge")
-    return np.array([int(np.median(padded[i:i + k])) for i in range(len(x))])

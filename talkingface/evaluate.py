@@ -61,9 +61,9 @@ def retrack(frames, size: int, *, nose_rows: list | None = None) -> tuple[np.nda
 
 def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_clips: int | None = None,
              energy_direction: np.ndarray | None = None, train_speakers: list[str] | None = None) -> dict:
+    from .audio import speech_energy
     from .metrics import neutral_mouth
     from .training.landmark_training import baseline_tracks, score  # the training measures
-    from .audio import speech_energy
 
     os.makedirs(out, exist_ok=True)
     entries = _val_entries(data)[:max_clips]
@@ -106,13 +106,25 @@ def evaluate(pipe: Pipeline, data: str, out: str, *, video: bool = True, max_cli
                 _strip(d["crops"][:m], crops_out[:m], os.path.join(out, "strip.png"))
     summary = _summarize(rows)
     _plot_openings(plots, os.path.join(out, "opening.png"))
-    with open(os.path.join(out, "results.json"), "w") as f:
+    _write_results(out, "results", summary, rows, format_table(summary, len(entries)))
+    return summary
+
+
+def _write_results(out: str, stem: str, summary: dict, rows: list[dict], table: str) -> None:
+    """OUT/<stem>.json (summary and per-clip rows) and OUT/<stem>.md (the table, also printed)."""
+    with open(os.path.join(out, stem + ".json"), "w") as f:
         json.dump({"summary": summary, "rows": rows}, f, indent=1)
-    table = format_table(summary, len(entries))
-    with open(os.path.join(out, "results.md"), "w") as f:
+    with open(os.path.join(out, stem + ".md"), "w") as f:
         f.write(table + "\n")
     print(table)
-    return summary
+
+
+def _sync(opening: np.ndarray, valid: np.ndarray, energy: np.ndarray) -> tuple[float, int]:
+    """The data README's crude sync score: best Pearson r of mouth opening and speech energy within +-8
+    frames over the frames with a face, and that lag."""
+    n = min(len(opening), len(energy))
+    ok = valid[:n]
+    return metrics.pearson_lagged(opening[:n][ok], energy[:n][ok], max_lag=8)
 
 
 def _summarize(rows: list[dict]) -> dict:
@@ -205,6 +217,7 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
         others = [entries[(i + k) % len(entries)] for k in range(1, len(entries))]
         partners[e["clip"]] = next((o for o in others if o["speaker"] != e["speaker"]), others[0] if others else e)
     wavs = {e["clip"]: media.load_audio(e["source"]) for e in entries}
+    energies = {clip: speech_energy(wav) for clip, wav in wavs.items()}
     methods = {"model": {}, "model+adapt": {"adapt": True, "adapt_steps": adapt_steps}, "static": {}, "energy": {}}
     if energy_direction is None:
         methods.pop("energy")
@@ -256,39 +269,28 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
                     row["psnr_reencode"] = float(np.median(psnr_enc)) if psnr_enc else float("nan")
                 else:
                     for who, clip in (("new", b["clip"]), ("orig", e["clip"])):
-                        en = speech_energy(wavs[clip])
-                        n = min(len(opening), len(en))
-                        ok = valid_out[:n]
-                        r, lag = metrics.pearson_lagged(opening[:n][ok], en[:n][ok], max_lag=8)
-                        row[f"sync_{who}"], row[f"sync_{who}_lag"] = r, lag
+                        row[f"sync_{who}"], row[f"sync_{who}_lag"] = _sync(opening, valid_out, energies[clip])
                 rows.append(row)
                 log.info("%s", row)
-    rows += sync_reference(entries, partners, data, wavs)
+    rows += sync_reference(entries, partners, data, energies)
     summary = {}
     for method in (*methods, "real video"):
         for kind in ("self", "cross"):
             rs = [r for r in rows if r["method"] == method and r["kind"] == kind]
             if not rs:
                 continue
-            keys = [k for k in rs[0] if k not in ("clip", "speaker", "method", "kind")] if rs else []
+            keys = [k for k in rs[0] if k not in ("clip", "speaker", "method", "kind")]
             summary[f"{kind}/{method}"] = {
                 k: float(np.nanmean(v)) if np.isfinite(v := np.array([r[k] for r in rs], float)).any() else float("nan")
                 for k in keys}
-    with open(os.path.join(out, "dub_results.json"), "w") as f:
-        json.dump({"summary": summary, "rows": rows}, f, indent=1)
-    table = format_dub_table(summary, len(entries))
-    with open(os.path.join(out, "dub_results.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    _write_results(out, "dub_results", summary, rows, format_dub_table(summary, len(entries)))
     return summary
 
 
-def sync_reference(entries: list[dict], partners: dict, data: str, wavs: dict) -> list[dict]:
+def sync_reference(entries: list[dict], partners: dict, data: str, energies: dict) -> list[dict]:
     """The sync measure on the real input videos, not dubbed: the real mouth against its own audio (what
     in-sync real speech scores) and against the partner's audio (what a wrong audio track scores: the floor
     of a best-of-17-lags correlation on clips of a few seconds)."""
-    from .audio import speech_energy
-
     rows = []
     iod = metrics.canonical_iod()
     for e in entries:
@@ -296,10 +298,7 @@ def sync_reference(entries: list[dict], partners: dict, data: str, wavs: dict) -
         opening, valid = metrics.opening(d["mouth_canon"].astype(np.float32), iod), d["valid"].astype(bool)
         row = {"clip": e["clip"], "speaker": e["speaker"], "method": "real video", "kind": "cross"}
         for who, clip in (("new", partners[e["clip"]]["clip"]), ("orig", e["clip"])):
-            en = speech_energy(wavs[clip])
-            n = min(len(opening), len(en))
-            r, lag = metrics.pearson_lagged(opening[:n][valid[:n]], en[:n][valid[:n]], max_lag=8)
-            row[f"sync_{who}"], row[f"sync_{who}_lag"] = r, lag
+            row[f"sync_{who}"], row[f"sync_{who}_lag"] = _sync(opening, valid, energies[clip])
         row["fps"] = float("nan")
         rows.append(row)
     return rows

@@ -250,11 +250,8 @@ def edge_weights(ok: np.ndarray, ramp: int = 3) -> np.ndarray:
     w = np.zeros(len(ok), np.float32)
     for a, b in runs(ok):
         idx = np.arange(a, b)
-        d = np.minimum(idx - a + 1, b - idx).astype(np.float32)
-        # runs that touch the start/end of the video need no fade on that side
-        if a == 0:
-            d = np.minimum(b - idx, np.inf) if b < len(ok) else np.full(len(idx), np.inf)
-        if b == len(ok) and a > 0:
-            d = (idx - a + 1).astype(np.float32)
-        w[a:b] = np.clip(d / (ramp + 1), 0, 1)
+        # distance to the nearest passed-through frame; the video's own start and end need no fade
+        left = idx - a + 1 if a > 0 else np.full(len(idx), np.inf)
+        right = b - idx if b < len(ok) else np.full(len(idx), np.inf)
+        w[a:b] = np.clip(np.minimum(left, right) / (ramp + 1), 0, 1)
     return w
