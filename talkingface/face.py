@@ -115,10 +115,12 @@ class FaceFrame:
         yup = (points - self.t) @ self.rot / self.scale
         return _to_yup(yup)
 
-    def crop_affine(self, size: int) -> np.ndarray:
-        """(2, 3) affine taking image pixels to the ``size`` x ``size`` mouth crop (for cv2.warpAffine)."""
-        cx, cy, cz = CROP_CENTER
-        h = CROP_HALF
+    def crop_affine(self, size: int, center: tuple[float, float, float] = CROP_CENTER,
+                    half: float = CROP_HALF) -> np.ndarray:
+        """(2, 3) affine taking image pixels to the ``size`` x ``size`` crop of the canonical square around
+        ``center`` with half side ``half`` cm (default: the mouth crop; for cv2.warpAffine)."""
+        cx, cy, cz = center
+        h = half
         corners = np.array([[cx - h, cy + h, cz], [cx + h, cy + h, cz], [cx - h, cy - h, cz]])  # TL, TR, BL
         img = self.to_image(corners)[:, :2].astype(np.float32)
         dst = np.array([[0, 0], [size, 0], [0, size]], dtype=np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import checkpoints, face, media
+from . import checkpoints, face, media, mouth
 from .composite import Compositor
 from .errors import InputError, SilentAudioError
 from .landmarks import LandmarkConfig, LandmarkModel
@@ -30,6 +30,9 @@ from .texture import MouthGenerator, TextureConfig, draw_sketch, generator_mask,
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = {"landmarks": "landmarks-v1", "texture": "texture-v1"}
+# mouth texture methods load() accepts: the mouth stage with its refine network (default), the same without the
+# network (warp only, no weights), and the first version's 128 px generator (kept for comparison)
+TEXTURE_METHODS = ("mouth-v2", "warp", "texture-v1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RenderOptions:
     max_size: int = 1280  # longer side of the output; larger photos are scaled down
     silence_gate: bool = True  # hold the mouth at rest where the audio is silent
     motion_scale: float = 1.0  # multiplies the predicted mouth motion
+    keep_expression: float = 0.0  # resting mouth: 0 = neutral and closed, 1 = the photo's own (e.g. its smile)
     batch_size: int = 16  # frames per generator call
     crf: int = 18  # H.264 quality (lower = better, bigger)
     max_audio_seconds: float = 3 * 3600.0
@@ -68,17 +72,28 @@ def _smooth_gate(active: np.ndarray, attack: int = 2, release: int = 4) -> np.nd
 class Pipeline:
     """Photo + speech -> talking video. Holds the models; ``render`` is safe to call repeatedly."""
 
-    def __init__(self, landmark_model: LandmarkModel, generator: MouthGenerator, *,
-                 audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu", sync_delay: int = 0):
+    def __init__(self, landmark_model: LandmarkModel, texture: MouthGenerator | mouth.MouthPainter, *,
+                 audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu", sync_delay: int = 0,
+                 texture_name: str | None = None):
+        """texture: the mouth stage (``mouth.MouthPainter``, warp + refine) or the first version's generator."""
         self.device = torch.device(device)
         self.sync_delay = int(sync_delay)  # frames the landmark model's predictions are delayed by
         self.landmark_model = landmark_model.to(self.device).eval()
-        self.generator = generator.to(self.device).eval()
+        if isinstance(texture, mouth.MouthPainter):
+            self.painter: mouth.MouthPainter | None = texture
+            self.generator = None
+            self.crop_size = 128  # the appearance bank's crops (dubbing)
+        else:
+            self.painter = None
+            self.generator = texture.to(self.device).eval()
+            self.crop_size = texture.config.size
+        self.texture_name = texture_name or ("texture-v1" if self.painter is None else
+                                             "mouth-v2" if texture.refine is not None else "warp")
         cfg = landmark_model.config
         self.audio_encoder = audio_encoder or audio_mod.AudioEncoder(
             audio_mod.AudioFeatureConfig(kind=cfg.feature_kind), device=device)
-        self.crop_size = generator.config.size
         self._tracker: face.FaceTracker | None = None
+        self._donors: list[mouth.InteriorSource] | None = None
 
     # --- stages -------------------------------------------------------------------------------------
     @property
@@ -157,16 +172,15 @@ class Pipeline:
             raise SilentAudioError(f"audio {aud_name!s} is silent: there is no speech to lip-sync")
         timings["load"] = time.perf_counter() - t_start
 
-        # 2. the face: landmarks, pose, resting mouth, crop
+        # 2. the face: landmarks, pose, resting mouth
         t0 = time.perf_counter()
         det, n_faces = self.analyze_face(img, img_name, options.face_index)
         frame = face.FaceFrame.fit(det.landmarks)
-        neutral = frame.to_canonical(det.landmarks[face.MOUTH])  # (59, 3) the photo's own mouth
-        size = self.crop_size
-        affine = frame.crop_affine(size)  # (2, 3) image -> crop
-        crop = face.warp_crop(img, affine, size)
-        compositor = Compositor(img.shape[:2], affine, size, face.apply_affine(det.landmarks[face.MOUTH], affine),
-                                face.apply_affine(det.landmarks[face.NOSE_LINE], affine))
+        own = frame.to_canonical(det.landmarks[face.MOUTH])  # (59, 3) the photo's own mouth
+        # the mouth stage rests on a neutral closed mouth (unless asked to keep the photo's expression)
+        neutral = own if self.painter is None else mouth.neutral_rest(own, 1.0 - options.keep_expression)
+        paint = (self._photo_painter(img, det, frame, own) if self.painter is not None
+                 else self._photo_generator(img, det, frame))
         timings["face"] = time.perf_counter() - t0
 
         # 3. mouth landmarks from audio, placed into the image by the face's pose
@@ -175,12 +189,8 @@ class Pipeline:
                                          phonemes=phonemes)  # (T, 59, 3)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
-        mouth_crop = face.apply_affine(mouth_img, affine)  # (T, 59, 2)
 
         # 4-5. texture and compositing, streamed into the encoder batch by batch
-        ref = to_tensor(crop[None]).to(self.device)  # (1, 3, S, S)
-        mask = torch.from_numpy(generator_mask(size)).to(self.device)
-        masked = ref * (1 - mask)
         duration = len(wav) / audio_mod.SAMPLE_RATE
         timings.update(texture=0.0, composite=0.0, encode=0.0)
         frames_out: list[np.ndarray] | None = [] if return_frames else None
@@ -193,18 +203,7 @@ class Pipeline:
         try:
             for start in range(0, n, options.batch_size):
                 stop = min(n, start + options.batch_size)
-                t0 = time.perf_counter()
-                sk = np.stack([draw_sketch(p, size) for p in mouth_crop[start:stop]])[:, None]  # (b, 1, S, S)
-                b = stop - start
-                with torch.no_grad():
-                    gen = self.generator(ref.expand(b, -1, -1, -1), masked.expand(b, -1, -1, -1),
-                                         torch.from_numpy(sk).to(self.device))
-                gen_np = to_uint8(gen)  # (b, S, S, 3)
-                timings["texture"] += time.perf_counter() - t0
-                for i in range(b):
-                    t0 = time.perf_counter()
-                    out = compositor(img, gen_np[i], crop, mouth_crop[start + i])
-                    timings["composite"] += time.perf_counter() - t0
+                for out in paint(mouth_canon[start:stop], mouth_img[start:stop], timings):
                     if writer is not None:
                         t0 = time.perf_counter()
                         writer.write(out)
@@ -227,6 +226,71 @@ class Pipeline:
             mouth_landmarks=mouth_img, mouth_canonical=mouth_canon.astype(np.float32), face_box=det.box,
             n_faces=n_faces, frames=frames_out, timings=timings,
         )
+
+    def donors(self) -> list[mouth.InteriorSource]:
+        if self._donors is None:
+            self._donors = mouth.load_donors()
+        return self._donors
+
+    def photo_interior(self, img: np.ndarray, det: face.DetectedFace, frame: face.FaceFrame
+                       ) -> mouth.InteriorSource | None:
+        """Where a photo's mouth interior comes from: the photo itself when its mouth is open (its own teeth),
+        else the most open shipped donor, colour-matched (greyscale for a black-and-white photo)."""
+        a_int = mouth.crop_affine(frame, mouth.INTERIOR_SIZE)
+        crop = mouth.aligned_crop(img, a_int, mouth.INTERIOR_SIZE)
+        own = mouth.InteriorSource(crop, face.apply_affine(det.landmarks, a_int))
+        if own.opening >= 0.04:  # about 3 mm of visible interior
+            return own
+        donors = self.donors()
+        if not donors:
+            return None
+        best = max(donors, key=lambda d: d.opening)
+        return mouth.match_colour(best, crop, mouth.is_greyscale(img, det.box))
+
+    def _photo_painter(self, img, det, frame, own):
+        """paint(targets (b, 59, 3) canonical, targets in the image, timings) -> b frames, by the mouth stage."""
+        painter = self.painter
+        interior = self.photo_interior(img, det, frame)
+
+        def paint(targets: np.ndarray, _img_pts: np.ndarray, timings: dict) -> list[np.ndarray]:
+            t0 = time.perf_counter()
+            jobs = [painter.prepare(img, det.landmarks, frame, t, own, interior) for t in targets]
+            t1 = time.perf_counter()
+            painter.refine_batch(jobs)
+            t2 = time.perf_counter()
+            frames = [painter.finish(img, j) for j in jobs]
+            timings["texture"] += t2 - t1
+            timings["composite"] += (t1 - t0) + time.perf_counter() - t2  # warp + interior + paste
+            return frames
+
+        return paint
+
+    def _photo_generator(self, img, det, frame):
+        """paint(...) for the first version's 128 px generator and compositor."""
+        size = self.crop_size
+        affine = frame.crop_affine(size)  # (2, 3) image -> crop
+        crop = face.warp_crop(img, affine, size)
+        compositor = Compositor(img.shape[:2], affine, size, face.apply_affine(det.landmarks[face.MOUTH], affine),
+                                face.apply_affine(det.landmarks[face.NOSE_LINE], affine))
+        ref = to_tensor(crop[None]).to(self.device)  # (1, 3, S, S)
+        masked = ref * (1 - torch.from_numpy(generator_mask(size)).to(self.device))
+
+        def paint(_targets: np.ndarray, img_pts: np.ndarray, timings: dict) -> list[np.ndarray]:
+            t0 = time.perf_counter()
+            pts = face.apply_affine(img_pts, affine)
+            sk = np.stack([draw_sketch(p, size) for p in pts])[:, None]  # (b, 1, S, S)
+            b = len(pts)
+            with torch.no_grad():
+                gen = self.generator(ref.expand(b, -1, -1, -1), masked.expand(b, -1, -1, -1),
+                                     torch.from_numpy(sk).to(self.device))
+            gen_np = to_uint8(gen)  # (b, S, S, 3)
+            timings["texture"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            frames = [compositor(img, gen_np[i], crop, pts[i]) for i in range(b)]
+            timings["composite"] += time.perf_counter() - t0
+            return frames
+
+        return paint
 
     def dub(self, video, audio, *, output=None, options=None, phonemes=None, progress=None, stage=None,
             return_frames: bool = False, mouth_fn=None):
@@ -261,8 +325,17 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
         raise InputError("--device cuda was asked for but torch sees no CUDA device")
     lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), LandmarkModel, LandmarkConfig,
                                        model="landmarks")
-    gen, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), MouthGenerator, TextureConfig,
-                                     model="texture")
+    if texture == "warp":  # the mouth stage without its refine network: no weights
+        tex = mouth.MouthPainter(None, device)
+    else:
+        kind = checkpoints.read_manifest(directory).get(texture, {}).get("model", "texture")
+        if kind == "mouth":
+            net, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), mouth.RefineNet,
+                                             mouth.RefineConfig, model="mouth")
+            tex = mouth.MouthPainter(net, device)
+        else:
+            tex, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), MouthGenerator, TextureConfig,
+                                             model="texture")
     # The training clips were aligned to each other; their lab-synchronized GRID clips give the absolute clock.
     # Checkpoints trained from now on store it; landmarks-v1 predates that and has the offsets to derive it.
     info = meta.get("info", {})
@@ -272,4 +345,4 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
         from .training.landmark_training import sync_delay
 
         delay = sync_delay(info.get("av_shifts", {}))
-    return Pipeline(lm, gen, device=device, sync_delay=delay)
+    return Pipeline(lm, tex, device=device, sync_delay=delay, texture_name=texture)

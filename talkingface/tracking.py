@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
-from . import face, metrics
+from . import face, metrics, mouth
 from .errors import NoFaceError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class BankEntry:
     crop: np.ndarray  # (S, S, 3) uint8 aligned crop
     mouth: np.ndarray  # (59, 2) mouth points in crop pixels
     opening: float  # inner-lip gap / iod
+    interior: np.ndarray | None = None  # (mouth.INTERIOR_SIZE,)*2 + (3,) uint8 aligned mouth crop (mouth stage)
+    interior_points: np.ndarray | None = None  # (478, 2) FaceMesh points in ``interior`` pixels
 
 
 @dataclass
@@ -55,6 +58,7 @@ class VideoTrack:
     mouth_img: np.ndarray  # (N, 59, 2) the frame's own mouth, image pixels (smoothed)
     nose_img: np.ndarray  # (N, 5, 2) face.NOSE_LINE, image pixels (smoothed)
     mouth_canon: np.ndarray  # (N, 59, 3) the frame's own mouth in the canonical space
+    points: np.ndarray  # (N, 478, 2) all FaceMesh points, image pixels (smoothed): the mouth stage's warp
     yaw: np.ndarray  # (N,) degrees
     pitch: np.ndarray  # (N,) degrees
     thumbs: np.ndarray  # (N, THUMB, THUMB) uint8
@@ -135,6 +139,8 @@ def smooth_track(track: VideoTrack, sigma: float) -> None:
         track.rot[a:b] = _project_rotations(_gauss_smooth(track.rot[a:b], sigma))
         track.mouth_img[a:b] = _gauss_smooth(track.mouth_img[a:b], sigma)
         track.nose_img[a:b] = _gauss_smooth(track.nose_img[a:b], sigma)
+        if sigma > 0 and b - a > 1:
+            track.points[a:b] = gaussian_filter1d(track.points[a:b], sigma, axis=0, mode="reflect", truncate=3.0)
 
 
 def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face.FaceTracker,
@@ -151,7 +157,7 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
     """
     rng = np.random.default_rng(seed)
     rigid: list = []
-    valid, thumbs, mouths, noses, canon, yaws, pitches = [], [], [], [], [], [], []
+    valid, thumbs, mouths, noses, canon, yaws, pitches, allpts = [], [], [], [], [], [], [], []
     bank: list[BankEntry] = []
     seen_valid = 0
     n_faces_max = 0
@@ -185,6 +191,7 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
             mouths.append(np.zeros((len(face.MOUTH), 2), np.float32))
             noses.append(np.zeros((len(face.NOSE_LINE), 2), np.float32))
             canon.append(np.zeros((len(face.MOUTH), 3), np.float32))
+            allpts.append(np.zeros((478, 2), np.float32))
             yaws.append(np.nan)
             pitches.append(np.nan)
         else:
@@ -198,6 +205,7 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
             rigid.append(np.concatenate([[ff.scale], ff.rot.ravel(), ff.t]))
             mouths.append(lm[face.MOUTH, :2].astype(np.float32))
             noses.append(lm[face.NOSE_LINE, :2].astype(np.float32))
+            allpts.append(lm[:, :2].astype(np.float32))
             mc = ff.to_canonical(lm[face.MOUTH]).astype(np.float32)
             canon.append(mc)
             yaws.append(pose.yaw)
@@ -210,9 +218,12 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
                 slot = len(bank) if len(bank) < bank_size else int(rng.integers(seen_valid))
                 if slot < bank_size:
                     affine = ff.crop_affine(crop_size)
+                    a_int = mouth.crop_affine(ff, mouth.INTERIOR_SIZE)
                     entry = BankEntry(i, face.warp_crop(frame, affine, crop_size),
                                       face.apply_affine(lm[face.MOUTH], affine).astype(np.float32),
-                                      float(metrics.opening(mc[None], iod)[0]))
+                                      float(metrics.opening(mc[None], iod)[0]),
+                                      mouth.aligned_crop(frame, a_int, mouth.INTERIOR_SIZE),
+                                      face.apply_affine(lm, a_int).astype(np.float32))
                     if slot == len(bank):
                         bank.append(entry)
                     else:
@@ -237,7 +248,7 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
         fps=fps, width=width, height=height, valid=valid_a, scale=rig[:, 0].copy(),
         rot=rig[:, 1:10].reshape(n, 3, 3).copy(), trans=rig[:, 10:13].copy(),
         mouth_img=np.array(mouths, np.float32), nose_img=np.array(noses, np.float32),
-        mouth_canon=np.array(canon, np.float32), yaw=np.array(yaws), pitch=np.array(pitches),
+        mouth_canon=np.array(canon, np.float32), points=np.array(allpts, np.float32), yaw=np.array(yaws), pitch=np.array(pitches),
         thumbs=np.array(thumbs, np.uint8), n_faces_max=n_faces_max, first_box=first_box, bank=bank,
     )
     smooth_track(track, smooth_sigma)

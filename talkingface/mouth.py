@@ -1,0 +1,421 @@
+"""The mouth stage (mouth-v2): the person's own pixels warped to the predicted mouth, at native resolution;
+only what no pixel shows (the mouth interior) comes from elsewhere, and a small refine network shades the
+interior and mends the seams inside a band around the lips.
+
+Per frame (``MouthPainter``):
+
+1. **Geometry** (talkingface.warp): the face's 468 mesh points with lips and jaw moved to the predicted
+   shape, the displacement spread harmonically over the lower face, impossible shapes clamped.
+2. **Warp**: piecewise-affine over the FaceMesh triangles, bicubic, at the frame's resolution. Pixels whose
+   triangle did not move are the input's own, bit for bit. The lip opening is a hole.
+3. **Interior**: the hole is filled from a real mouth interior, in two rigid layers (upper teeth move with
+   the upper lip, lower teeth with the lower lip; the gap between them is the dark cavity): in dubbing from the
+   person's own frames (the appearance bank, chosen by mouth opening), in photo mode from the photo itself when
+   its mouth is open, else from a small donor library of GRID open mouths (CC BY 4.0), colour-matched.
+4. **Refine** (``RefineNet``, trained by talkingface/training/mouth_training.py): on the aligned mouth crop
+   (``CROP_SIZE`` px over an 8 x 8 cm square of the canonical face) it predicts a residual and an alpha that is
+   zero outside a band around the lips; the residual is added at native resolution inside that band only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import face, warp
+
+CROP_CENTER = (0.0, -5.9, 5.0)  # canonical cm: the square from under the nose (-1.9) to below the chin (-9.9)
+CROP_HALF = 4.0
+CROP_SIZE = 128
+
+
+def crop_affine(frame: face.FaceFrame, size: int = CROP_SIZE) -> np.ndarray:
+    """(2, 3) image -> aligned mouth crop of ``size`` px."""
+    return frame.crop_affine(size, CROP_CENTER, CROP_HALF)
+
+
+def aligned_crop(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.warpAffine`` with anti-aliasing when the affine shrinks the image (a Gaussian pre-blur of the
+    region the crop reads, sigma ~ 0.5 / scale), so large faces do not alias into the crop."""
+    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+    if scale < 0.8:
+        inv = cv2.invertAffineTransform(affine)
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
+        h, w = image.shape[:2]
+        sigma = 0.45 / scale
+        pad = int(3 * sigma) + 2
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
+        if x1 > x0 and y1 > y0:
+            roi = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigma)
+            shifted = affine.astype(np.float64).copy()
+            shifted[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
+            return cv2.warpAffine(roi, shifted, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+# --------------------------------------------------------------------------- the interior
+
+_UP_MID, _LO_MID = (82, 13, 312), (87, 14, 317)  # middle of the upper / lower inner lip
+DEFAULT_CAVITY = np.array([52.0, 24.0, 24.0], np.float32)  # a dark mouth cavity, RGB, when no source shows one
+
+
+def inner_polygon(points478: np.ndarray) -> np.ndarray:
+    """(20, 2) inner-lip contour (face.LIPS_INNER order) of 478/468 points."""
+    return np.asarray(points478, np.float64)[face.LIPS_INNER, :2]
+
+
+def lip_midpoints(points478: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(points478, np.float64)[:, :2]
+    return p[list(_UP_MID)].mean(0), p[list(_LO_MID)].mean(0)
+
+
+def polygon_mask(poly: np.ndarray, shape: tuple[int, int], offset=(0.0, 0.0)) -> np.ndarray:
+    """(h, w) float32 anti-aliased fill of a polygon given in pixel coordinates (minus ``offset``)."""
+    m = np.zeros(shape, np.uint8)
+    shift = 4
+    pts = np.round((np.asarray(poly, np.float64) - offset) * (1 << shift)).astype(np.int32)
+    cv2.fillPoly(m, [pts], 255, cv2.LINE_AA, shift)
+    return m.astype(np.float32) / 255.0
+
+
+class InteriorSource:
+    """A real mouth interior to fill holes from: an aligned mouth crop and its 478 points in crop pixels."""
+
+    def __init__(self, crop: np.ndarray, points: np.ndarray):
+        self.crop = np.ascontiguousarray(crop)
+        self.points = np.asarray(points, np.float32)[:, :2]
+        size = crop.shape[:2]
+        hole = polygon_mask(inner_polygon(self.points), size)
+        self.hole = cv2.erode(hole, np.ones((3, 3), np.uint8))  # keep the lips' own edge out of the interior
+        self.up, self.lo = lip_midpoints(self.points)
+        self.opening = float(np.linalg.norm(self.lo - self.up)) / crop.shape[0]
+        ymid = (self.up[1] + self.lo[1]) / 2
+        rows = np.arange(size[0], dtype=np.float32)[:, None]
+        self.upper = self.hole * (rows < ymid)
+        self.lower = self.hole * (rows >= ymid)
+        inside = self.crop[self.hole > 0.5]
+        if len(inside) >= 12:
+            lum = inside.astype(np.float32).mean(1)
+            self.cavity = inside[lum <= np.quantile(lum, 0.3)].astype(np.float32).mean(0)
+        else:
+            self.cavity = DEFAULT_CAVITY.copy()
+        self.rgb = self.crop.astype(np.float32)
+        self.masks = np.dstack([self.upper, self.lower, np.zeros_like(self.upper)])  # (S, S, 3)
+
+
+def fill_interior(source: InteriorSource, qx: np.ndarray, qy: np.ndarray, tgt_points: np.ndarray,
+                  scale: float = 1.0) -> np.ndarray:
+    """RGB float32 (h, w, 3) of the interior at target positions (qx, qy), given in the target's aligned crop
+    pixels at the source crop's size (``scale`` multiplies them first). ``tgt_points``: the target's 478
+    points in those crop pixels. Upper teeth follow the upper lip, lower teeth the lower lip, each as a rigid
+    layer; where neither layer shows, the cavity colour."""
+    t_up, t_lo = lip_midpoints(np.asarray(tgt_points, np.float64) * scale)
+    du, dl = source.up - t_up, source.lo - t_lo
+    qx = (qx * scale).astype(np.float32)
+    qy = (qy * scale).astype(np.float32)
+
+    def layer(d: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
+        mx, my = qx + np.float32(d[0]), qy + np.float32(d[1])
+        rgb = cv2.remap(source.rgb, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        a = cv2.remap(source.masks, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return rgb, np.clip(a[..., channel:channel + 1], 0, 1)
+
+    up, a_up = layer(du, 0)
+    lo, a_lo = layer(dl, 1)
+    cavity = source.cavity[None, None, :]
+    lower = a_lo * lo + (1 - a_lo) * cavity
+    return a_up * up + (1 - a_up) * lower
+
+
+def hole_and_band(points: np.ndarray, shape: tuple[int, int], band_px: float, offset=(0.0, 0.0)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The lip opening (anti-aliased) and the band where the refine network may act: the opening and the
+    inner lip line, dilated by ``band_px`` pixels and feathered. ``points``: 478 points in the same pixels."""
+    inner = inner_polygon(points) - offset
+    hole = polygon_mask(inner, shape)
+    seam = np.zeros(shape, np.uint8)
+    cv2.polylines(seam, [np.round(inner * 16).astype(np.int32)], True, 255, 2, cv2.LINE_AA, 4)
+    core = np.maximum(seam, (hole * 255).astype(np.uint8))
+    k = max(1, int(round(band_px)))
+    band = cv2.dilate(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    band = cv2.GaussianBlur(band, (0, 0), max(0.5, k / 3))
+    return hole, band.astype(np.float32) / 255.0
+
+
+BAND_CM = 0.35  # how far outside the lip opening the refine network may change pixels
+
+
+def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.ndarray,
+                 interior: InteriorSource | None) -> dict[str, np.ndarray]:
+    """Warp an aligned crop's pixels to ``tgt_points`` and fill the opening (the refine network's input, in
+    crop space; used for training, where source and target are frames of one clip)."""
+    s = src_crop.shape[0]
+    src = warp.extend_points(src_points)
+    dst = warp.extend_points(src_points, tgt_points)
+    tris = warp.extended_triangles()
+    dst, _ = warp.safe_target(src, dst, tris)
+    moved = tris[warp.moved_triangles(src, dst, tris)]
+    warped, tri = warp.warp_region(src_crop, src, dst, moved, (0, 0, s, s))
+    stretch = warp.stretch_map(src, dst, moved, tri)
+    tgt = dst[: face.N_MESH]
+    hole, band = hole_and_band(tgt, (s, s), BAND_CM / (2 * CROP_HALF) * s)
+    out = warped.astype(np.float32)
+    if interior is not None and hole.max() > 0:
+        ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
+        fill = fill_interior(interior, xs, ys, tgt, scale=interior.crop.shape[0] / s)
+        out = out * (1 - hole[..., None]) + fill * hole[..., None]
+    return {"image": out, "hole": hole, "band": band, "stretch": stretch, "points": tgt}
+
+
+# --------------------------------------------------------------------------- the refine network
+
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    size: int = CROP_SIZE  # aligned mouth crop side (8 x 8 cm of the canonical face)
+    width: int = 16  # channels of the first level
+    levels: int = 4  # down-sampling steps: 128 -> 8
+    disc_width: int = 32
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+IN_CHANNELS = 6  # warped RGB, hole, band, log stretch
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch // 4) or 1, ch)
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.SiLU(),
+                                  nn.Conv2d(cout, cout, 3, padding=1), _norm(cout), nn.SiLU())
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class RefineNet(nn.Module):
+    """U-Net on the mouth crop: (B, 6, S, S) -> residual (B, 3, S, S) and alpha (B, 1, S, S).
+
+    Channels in: warped image in [-1, 1] (3), hole (1), band (1), log2 of the triangle stretch / 2 (1).
+    alpha = sigmoid(logit) * band, so the network cannot change a pixel outside the band."""
+
+    def __init__(self, config: RefineConfig = RefineConfig()):
+        super().__init__()
+        self.config = c = config
+        ch = [min(c.width * 2**i, c.width * 8) for i in range(c.levels + 1)]
+        self.stem = nn.Sequential(nn.Conv2d(IN_CHANNELS, ch[0], 3, padding=1), nn.SiLU())
+        self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), _Block(ch[i + 1], ch[i + 1]))
+                                  for i in range(c.levels))
+        self.mid = _Block(ch[-1], ch[-1])
+        self.up = nn.ModuleList(_Block(ch[i + 1] + ch[i], ch[i]) if i > 0 else
+                                nn.Sequential(nn.Conv2d(ch[1] + ch[0], ch[0], 3, padding=1), nn.SiLU())
+                                for i in reversed(range(c.levels)))
+        self.out = nn.Conv2d(ch[0], 4, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, 0.0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skips = [self.stem(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        h = self.mid(skips.pop())
+        for up in self.up:
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = up(torch.cat([h, skip], dim=1))
+        o = self.out(h)
+        residual = 2.0 * torch.tanh(o[:, :3])
+        alpha = torch.sigmoid(o[:, 3:4] + 2.0) * x[:, 4:5]  # starts mostly open inside the band
+        return residual, alpha
+
+    @staticmethod
+    def apply(x: torch.Tensor, residual: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return (x[:, :3] + alpha * residual).clamp(-1, 1)
+
+
+def refine_input(image: np.ndarray, hole: np.ndarray, band: np.ndarray, stretch: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float 0..255 + three (S, S) maps -> (6, S, S) float32 network input."""
+    img = image.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+    st = np.clip(np.log2(np.maximum(stretch, 1e-3)) / 2.0, -1.5, 1.5)
+    return np.concatenate([img, hole[None], band[None], st[None].astype(np.float32)]).astype(np.float32)
+
+
+class PatchDiscriminator(nn.Module):
+    """(image * band, band) (B, 4, S, S) -> patch logits and features; judges only the mouth region."""
+
+    def __init__(self, config: RefineConfig = RefineConfig()):
+        super().__init__()
+        w = config.disc_width
+        sn = nn.utils.spectral_norm
+        self.layers = nn.ModuleList([
+            nn.Sequential(sn(nn.Conv2d(4, w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+            nn.Sequential(sn(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+            nn.Sequential(sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+            nn.Sequential(sn(nn.Conv2d(4 * w, 4 * w, 3, 1, 1)), nn.LeakyReLU(0.2)),
+        ])
+        self.head = sn(nn.Conv2d(4 * w, 1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = torch.cat([image * region, region], dim=1)
+        feats = []
+        for layer in self.layers:
+            h = layer(h)
+            feats.append(h)
+        return self.head(h), feats
+
+
+# --------------------------------------------------------------------------- rendering
+
+INTERIOR_SIZE = 160  # side of the interior sources' aligned crops (20 px per cm)
+
+
+def neutral_rest(mouth: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """A canonical mouth (59, 3) with the lips closed: each inner-lip pair meets at its midline, the outer lips
+    and the chin follow their lip (``amount`` in [0, 1]: 0 keeps the shape, 1 closes fully). The photo's
+    open smile or talking mouth does not come back in every pause."""
+    m = np.array(mouth, np.float64, copy=True)
+    mi = warp._MI
+    amount = float(np.clip(amount, 0.0, 1.0))
+    lower_shift = np.zeros(3)
+    for u_in, l_in, u_out, l_out in zip(warp.UPPER_INNER, warp.LOWER_INNER, warp.UPPER_OUTER, warp.LOWER_OUTER,
+                                        strict=True):
+        gap = m[mi[u_in], 1] - m[mi[l_in], 1]  # > 0 when open (y up)
+        if gap <= 0:
+            continue
+        down, up = 0.35 * gap * amount, 0.65 * gap * amount  # the jaw closes more than the upper lip drops
+        m[mi[u_in], 1] -= down
+        m[mi[u_out], 1] -= down
+        m[mi[l_in], 1] += up
+        m[mi[l_out], 1] += up
+        if u_in == 13:
+            lower_shift[1] = up
+    jaw = np.arange(len(face.LIPS_OUTER) + len(face.LIPS_INNER), len(face.MOUTH))
+    m[jaw] += warp.mouth_weights()[jaw, None] * lower_shift[None]
+    return m
+
+
+def is_greyscale(image: np.ndarray, box: tuple[int, int, int, int] | None = None) -> bool:
+    """True when the (face region of the) image has no colour: a black-and-white photo."""
+    x0, y0, x1, y1 = box or (0, 0, image.shape[1], image.shape[0])
+    roi = image[y0:y1, x0:x1].astype(np.int16)
+    if roi.size == 0:
+        return False
+    spread = roi.max(axis=2) - roi.min(axis=2)
+    return float(np.percentile(spread, 90)) <= 6
+
+
+def match_colour(source: InteriorSource, target_crop: np.ndarray, grey: bool) -> InteriorSource:
+    """A donor interior adjusted to the target: greyscale for a black-and-white face, and the brightness of
+    the skin around the mouth."""
+    rgb = source.crop.astype(np.float32)
+    if grey:
+        rgb = np.repeat(rgb.mean(2, keepdims=True), 3, axis=2)
+    gain = float(np.clip((target_crop.astype(np.float32).mean() + 1) / (source.crop.astype(np.float32).mean() + 1),
+                         0.6, 1.4))
+    return InteriorSource(np.clip(rgb * gain, 0, 255).astype(np.uint8), source.points)
+
+
+def load_donors() -> list[InteriorSource]:
+    """The shipped interior donors: open mouths from GRID training clips (CC BY 4.0, see assets/NOTICE)."""
+    from importlib import resources
+
+    ref = resources.files("talkingface.assets").joinpath("mouth_donors.npz")
+    if not ref.is_file():
+        return []
+    with ref.open("rb") as f:
+        d = np.load(f)
+        return [InteriorSource(c, p) for c, p in zip(d["crops"], d["points"], strict=True)]
+
+
+class MouthPainter:
+    """Paints target mouths into frames: warp at native resolution, interior, refine (see the module doc).
+
+    ``refine=None`` is the warp-only variant (no network). Not thread-safe (one render at a time)."""
+
+    def __init__(self, refine: RefineNet | None = None, device: str | torch.device = "cpu"):
+        self.refine = refine.to(device).eval() if refine is not None else None
+        self.device = torch.device(device)
+        self.size = refine.config.size if refine is not None else CROP_SIZE
+        self.tris = warp.extended_triangles()
+
+    def prepare(self, frame: np.ndarray, landmarks: np.ndarray, ff: face.FaceFrame, target: np.ndarray,
+                rest: np.ndarray, interior: InteriorSource | None) -> dict | None:
+        """Geometry, warp and interior of one frame. ``landmarks``: the frame's own 478 (or 468) points;
+        ``target``: the mouth (59, 3) canonical to show; ``rest``: the person's resting mouth (for the
+        clamp). Returns None when nothing moves."""
+        tgt468 = warp.target_points(landmarks, ff, warp.clamp_mouth(target, rest))
+        src = warp.extend_points(landmarks)
+        dst, _ = warp.safe_target(src, warp.extend_points(landmarks, tgt468), self.tris)
+        moved = self.tris[warp.moved_triangles(src, dst, self.tris)]
+        box = warp.triangles_box(np.vstack([src, dst]), moved, frame.shape[:2], pad=3)
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        warped, tri = warp.warp_region(frame, src, dst, moved, box)
+        out = warped.astype(np.float32)
+        tgt = dst[: face.N_MESH]
+        a_net = crop_affine(ff, self.size)
+        px_per_cm = self.size / (2 * CROP_HALF) / float(np.sqrt(abs(np.linalg.det(a_net[:, :2]))))
+        hole, band = hole_and_band(tgt, (y1 - y0, x1 - x0), BAND_CM * px_per_cm, offset=(x0, y0))
+        if interior is not None and hole.max() > 0:
+            ys, xs = np.nonzero(hole > 0)
+            hy0, hy1, hx0, hx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            a_int = crop_affine(ff, interior.crop.shape[0])
+            gy, gx = np.mgrid[hy0 + y0:hy1 + y0, hx0 + x0:hx1 + x0].astype(np.float64)
+            qx = a_int[0, 0] * gx + a_int[0, 1] * gy + a_int[0, 2]
+            qy = a_int[1, 0] * gx + a_int[1, 1] * gy + a_int[1, 2]
+            fill = fill_interior(interior, qx, qy, face.apply_affine(tgt, a_int))
+            h = hole[hy0:hy1, hx0:hx1, None]
+            out[hy0:hy1, hx0:hx1] = out[hy0:hy1, hx0:hx1] * (1 - h) + fill * h
+        job = {"box": box, "image": out, "band": band}
+        if self.refine is not None:
+            shifted = a_net.astype(np.float64).copy()
+            shifted[:, 2] += a_net[:, :2] @ np.array([x0, y0], np.float64)
+            crop = aligned_crop(np.clip(out, 0, 255).astype(np.uint8), shifted, self.size)
+            stretch = cv2.warpAffine(warp.stretch_map(src, dst, moved, tri), shifted, (self.size, self.size),
+                                     flags=cv2.INTER_NEAREST, borderValue=1.0)
+            c_hole, c_band = hole_and_band(face.apply_affine(tgt, a_net), (self.size, self.size),
+                                           BAND_CM / (2 * CROP_HALF) * self.size)
+            job["x"] = refine_input(crop, c_hole, c_band, stretch)
+            job["affine"] = shifted
+        return job
+
+    @torch.no_grad()
+    def refine_batch(self, jobs: list[dict]) -> None:
+        """Run the refine network on prepared jobs (in place: adds the residual at native resolution)."""
+        todo = [j for j in jobs if j is not None and "x" in j]
+        if not todo or self.refine is None:
+            return
+        x = torch.from_numpy(np.stack([j["x"] for j in todo])).to(self.device)
+        residual, alpha = self.refine(x)
+        delta = (alpha * residual).mul(127.5).permute(0, 2, 3, 1).cpu().numpy()  # (B, S, S, 3) in 0..255 units
+        for j, d in zip(todo, delta, strict=True):
+            x0, y0, x1, y1 = j["box"]
+            up = cv2.warpAffine(d, j["affine"], (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            j["image"] += up * (j["band"] > 0)[..., None]  # outside the band: the warped pixels, exactly
+
+    @staticmethod
+    def finish(frame: np.ndarray, job: dict | None, weight: float = 1.0) -> np.ndarray:
+        """The frame with the painted box (``weight`` < 1 fades towards the input: dubbing's pass-through)."""
+        if job is None:
+            return frame
+        x0, y0, x1, y1 = job["box"]
+        out = frame.copy()
+        img = job["image"]
+        if weight < 1.0:
+            img = frame[y0:y1, x0:x1].astype(np.float32) * (1 - weight) + img * weight
+        out[y0:y1, x0:x1] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        return out

@@ -1,0 +1,270 @@
+"""Piecewise-affine warping of a face's own pixels over the FaceMesh triangulation, at native resolution.
+
+The sharp-mouth design (docs/MOUTH.md): instead of painting the mouth, the person's real pixels are moved
+to the target mouth shape, resampled once at the frame's own resolution. Pieces:
+
+* ``mesh_triangles()``: MediaPipe's 898-triangle tessellation of the 468 mesh points (from the canonical
+  mesh .obj) *without* the 18 triangles that span the lip opening, so the inner-lip polygon is a hole, plus
+  two rings of points around the face oval (``extend_points``) triangulated as strips, so the warp fades
+  to zero displacement outside the face (the chin can drop over the neck without a seam).
+* ``spread_matrix()``: how a displacement of the 59 predicted mouth points (lips and jaw) spreads onto the
+  rest of the lower face: the harmonic (graph-Laplacian) interpolation over the mesh with the rigid upper
+  face fixed at zero. A (468, 59) linear map, computed once.
+* ``clamp_mouth``: impossible lip shapes (lips crossing, a lip thinner than a fraction of its rest
+  thickness) are pushed back to possible ones.
+* ``piecewise_affine_maps`` / ``warp_region``: backward maps for ``cv2.remap`` rasterised from the moved
+  triangles (each target pixel -> the source position under its triangle's affine), identity where no
+  moved triangle covers the pixel, so everything away from the mouth is the input's own pixels bit for bit.
+* ``flipped``: triangles whose orientation flips between source and target (folds); callers back off.
+
+All image-space functions take (x, y) pixel coordinates, float.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import cv2
+import numpy as np
+
+from . import face
+
+# MediaPipe's face oval, clockwise from the forehead (the outline of the 468-point mesh)
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+RING_SCALES = (1.25, 1.6)  # rings around the oval, as multiples of its distance from the face centre
+RING_FOLLOW = (0.45, 0.0)  # share of the oval's displacement each ring follows (the outer ring stays still)
+N_EXT = face.N_MESH + len(RING_SCALES) * len(FACE_OVAL)  # points of the extended set
+
+# inner-lip pairs (upper, lower) facing each other across the opening, left corner to right corner
+UPPER_INNER = [191, 80, 81, 82, 13, 312, 311, 310, 415]
+LOWER_INNER = [95, 88, 178, 87, 14, 317, 402, 318, 324]
+UPPER_OUTER = [185, 40, 39, 37, 0, 267, 269, 270, 409]
+LOWER_OUTER = [146, 91, 181, 84, 17, 314, 405, 321, 375]
+_MI = {v: i for i, v in enumerate(face.MOUTH)}  # mesh index -> index in the 59 mouth points
+
+
+@functools.lru_cache(maxsize=1)
+def _obj_triangles() -> np.ndarray:
+    text = resources.files("talkingface.assets").joinpath("canonical_face_model.obj").read_text()
+    tris = [[int(t.split("/")[0]) - 1 for t in line.split()[1:4]] for line in text.splitlines()
+            if line.startswith("f ")]
+    return np.asarray(tris, np.int32)
+
+
+@functools.lru_cache(maxsize=1)
+def mesh_triangles() -> np.ndarray:
+    """(F, 3) int32 triangles over the 468 mesh points, without those spanning the lip opening."""
+    tris = _obj_triangles()
+    up, lo = set(UPPER_INNER), set(LOWER_INNER)
+    spans = np.array([bool(set(t) & up and set(t) & lo) for t in tris.tolist()])
+    return tris[~spans]
+
+
+@functools.lru_cache(maxsize=1)
+def extended_triangles() -> np.ndarray:
+    """(F', 3) the mesh triangles plus strips between the oval and the two rings (``extend_points`` order)."""
+    n, m = face.N_MESH, len(FACE_OVAL)
+    rows = [mesh_triangles()]
+    inner = np.asarray(FACE_OVAL)
+    for k in range(len(RING_SCALES)):
+        outer = n + k * m + np.arange(m)
+        for i in range(m):
+            j = (i + 1) % m
+            rows.append(np.array([[inner[i], inner[j], outer[i]], [inner[j], outer[j], outer[i]]], np.int32))
+        inner = outer
+    return np.concatenate(rows).astype(np.int32)
+
+
+def extend_points(points: np.ndarray, moved: np.ndarray | None = None) -> np.ndarray:
+    """(468+, 2) image points -> (N_EXT, 2) with the rings around the face oval appended.
+
+    ``moved``: the target positions of the same 468 points; then the rings of the *source* ``points`` are
+    moved by ``RING_FOLLOW`` of the oval's displacement (the result is the target's extended set).
+    """
+    pts = np.asarray(points, np.float64)[: face.N_MESH, :2]
+    oval = pts[FACE_OVAL]
+    centre = oval.mean(0)
+    rings = [centre + s * (oval - centre) for s in RING_SCALES]
+    if moved is None:
+        return np.concatenate([pts, *rings])
+    tgt = np.asarray(moved, np.float64)[: face.N_MESH, :2]
+    d = tgt[FACE_OVAL] - oval
+    return np.concatenate([tgt, *[r + f * d for r, f in zip(rings, RING_FOLLOW, strict=True)]])
+
+
+@functools.lru_cache(maxsize=1)
+def spread_matrix() -> np.ndarray:
+    """(468, 59) float64: displacement of every mesh point as a linear function of the 59 mouth points'.
+
+    Harmonic interpolation on the mesh graph: mouth points are the given values, the rigid upper face
+    (face.rigid_indices) is fixed at zero, every other point is the mean of its neighbours.
+    """
+    n = face.N_MESH
+    adj = np.zeros((n, n))
+    for a, b, c in _obj_triangles():
+        adj[a, b] = adj[b, a] = adj[a, c] = adj[c, a] = adj[b, c] = adj[c, b] = 1.0
+    lap = np.diag(adj.sum(1)) - adj
+    mouth = np.asarray(face.MOUTH)
+    fixed = np.union1d(mouth, face.rigid_indices())
+    free = np.setdiff1d(np.arange(n), fixed)
+    w = np.zeros((n, len(mouth)))
+    w[mouth, np.arange(len(mouth))] = 1.0
+    # L_ff x_f = -L_fm x_m  (rigid points contribute zero)
+    w[free] = np.linalg.solve(lap[np.ix_(free, free)], -lap[np.ix_(free, mouth)])
+    return w * mouth_weights()[None, :]
+
+
+@functools.lru_cache(maxsize=1)
+def mouth_weights() -> np.ndarray:
+    """(59,) how much of its predicted displacement each mouth point gets: 1 for the lips and the chin,
+    fading to 0 up the jaw line towards the ears, where FaceMesh's silhouette points slide with the view
+    (their motion between frames is mostly the head turning, not the jaw)."""
+    canonical_mouth_y = face.canonical_mesh()[face.MOUTH, 1]
+    w = np.ones(len(face.MOUTH))
+    jaw = np.arange(len(face.LIPS_OUTER) + len(face.LIPS_INNER), len(face.MOUTH))
+    w[jaw] = np.clip((-2.5 - canonical_mouth_y[jaw]) / 4.5, 0.0, 1.0)
+    return w
+
+
+def clamp_mouth(mouth: np.ndarray, rest: np.ndarray, min_thickness: float = 0.35) -> np.ndarray:
+    """Make a canonical mouth shape (59, 3) (y up) possible: the lower inner lip never above the upper inner
+    lip, and each lip at least ``min_thickness`` of its thickness in ``rest`` (the person's resting mouth)."""
+    m = np.array(mouth, np.float64, copy=True)
+    ui, li = [_MI[i] for i in UPPER_INNER], [_MI[i] for i in LOWER_INNER]
+    uo, lo = [_MI[i] for i in UPPER_OUTER], [_MI[i] for i in LOWER_OUTER]
+    cross = m[li, 1] > m[ui, 1]  # lips crossing: meet in the middle
+    if cross.any():
+        mid = (m[li, 1] + m[ui, 1]) / 2
+        m[np.asarray(ui)[cross], 1] = mid[cross]
+        m[np.asarray(li)[cross], 1] = mid[cross]
+    up_t = np.maximum(rest[uo, 1] - rest[ui, 1], 0.05) * min_thickness
+    lo_t = np.maximum(rest[li, 1] - rest[lo, 1], 0.05) * min_thickness
+    m[uo, 1] = np.maximum(m[uo, 1], m[ui, 1] + up_t)
+    m[lo, 1] = np.minimum(m[lo, 1], m[li, 1] - lo_t)
+    return m
+
+
+def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    p = points[triangles]  # (F, 3, 2)
+    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+
+
+def flipped(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """(F,) bool: triangles whose orientation flips (or that collapse) between ``src`` and ``dst``."""
+    a, b = signed_areas(src, triangles), signed_areas(dst, triangles)
+    return (np.sign(a) != np.sign(b)) & (np.abs(a) > eps) | ((np.abs(b) < eps) & (np.abs(a) > eps))
+
+
+def _affines(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(F, 2, 3) affines taking each dst triangle onto its src triangle (backward mapping)."""
+    s = src[triangles]  # (F, 3, 2)
+    d = dst[triangles]
+    dh = np.concatenate([d, np.ones((len(triangles), 3, 1))], axis=2)  # (F, 3, 3)
+    # solve dh @ X = s for X (3, 2): X.T is the affine
+    x = np.linalg.solve(dh + np.eye(3) * 1e-9, s)  # (F, 3, 2)
+    return np.transpose(x, (0, 2, 1))
+
+
+def moved_triangles(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, tol: float = 0.02) -> np.ndarray:
+    """Indices of the triangles with a vertex that moved more than ``tol`` pixels."""
+    moved = np.linalg.norm(dst - src, axis=1) > tol
+    return np.flatnonzero(moved[triangles].any(axis=1))
+
+
+def triangles_box(points: np.ndarray, triangles: np.ndarray, shape: tuple[int, int], pad: int = 2
+                  ) -> tuple[int, int, int, int] | None:
+    """Integer box (x0, y0, x1, y1) around the given triangles' points, clipped to an (H, W) frame."""
+    if len(triangles) == 0:
+        return None
+    p = points[np.unique(triangles)]
+    h, w = shape
+    x0, y0 = np.floor(p.min(0)).astype(int) - pad
+    x1, y1 = np.ceil(p.max(0)).astype(int) + pad
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    return None if x1 <= x0 or y1 <= y0 else (int(x0), int(y0), int(x1), int(y1))
+
+
+def piecewise_affine_maps(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
+                          box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward maps over ``box`` of the target image: for each pixel (x, y) in the box, the source position
+    under the affine of the ``dst`` triangle that covers it; (x, y) itself where none does.
+
+    src, dst: (N, 2) image points; triangles: (F, 3) indices. Returns map_x, map_y (h, w) float32 in full
+    image coordinates (for cv2.remap of the whole source image) and ``tri`` (h, w) int32, the covering
+    triangle's row in ``triangles`` (-1 where none).
+    """
+    x0, y0, x1, y1 = box
+    h, w = y1 - y0, x1 - x0
+    tri = np.full((h, w), -1, np.int32)
+    shift = 4
+    d = np.round((dst - (x0, y0)) * (1 << shift)).astype(np.int32)
+    for k, t in enumerate(triangles):
+        cv2.fillConvexPoly(tri, d[t], int(k), cv2.LINE_8, shift)
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    map_x, map_y = xs.copy(), ys.copy()
+    inside = tri >= 0
+    if inside.any():
+        aff = _affines(src, dst, triangles).astype(np.float32)[tri[inside]]  # (P, 2, 3)
+        px, py = xs[inside], ys[inside]
+        map_x[inside] = aff[:, 0, 0] * px + aff[:, 0, 1] * py + aff[:, 0, 2]
+        map_y[inside] = aff[:, 1, 0] * px + aff[:, 1, 1] * py + aff[:, 1, 2]
+    return map_x, map_y, tri
+
+
+def warp_region(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
+                box: tuple[int, int, int, int], interpolation: int = cv2.INTER_CUBIC
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``box`` of ``image`` with its pixels moved from ``src`` to ``dst`` (piecewise affine).
+
+    Returns the warped box (h, w, C) of the image's dtype and the covering-triangle map (h, w) int32
+    (-1: not covered, the pixel is the input's own).
+    """
+    map_x, map_y, tri = piecewise_affine_maps(src, dst, triangles, box)
+    out = cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    x0, y0, x1, y1 = box
+    keep = tri < 0
+    out[keep] = image[y0:y1, x0:x1][keep]  # uncovered pixels: exactly the input
+    return out, tri
+
+
+def stretch_map(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """(h, w) float32 area ratio target/source of the covering triangle (1 where uncovered)."""
+    ratio = np.abs(signed_areas(dst, triangles)) / np.maximum(np.abs(signed_areas(src, triangles)), 1e-6)
+    out = np.ones(tri.shape, np.float32)
+    inside = tri >= 0
+    out[inside] = ratio[tri[inside]]
+    return out
+
+
+def target_points(landmarks: np.ndarray, frame: face.FaceFrame, mouth: np.ndarray) -> np.ndarray:
+    """The face's 468 image points (x, y) with the mouth moved to ``mouth`` (59, 3) canonical.
+
+    The 59 points' displacement (in the pose-normalized space, so it is the same whatever the head pose) is
+    spread over the lower face by ``spread_matrix`` and mapped back into the image by the face's pose.
+    """
+    src_c = frame.to_canonical(np.asarray(landmarks, np.float64)[: face.N_MESH])
+    disp = spread_matrix() @ (np.asarray(mouth, np.float64) - src_c[face.MOUTH])  # (468, 3)
+    return frame.to_image(src_c + disp)[:, :2]
+
+
+def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: int = 6) -> tuple[np.ndarray, float]:
+    """Remove folds: halve the displacement of the points of flipped triangles (locally, up to 8 times), then,
+    if any fold is left, back the whole displacement off by a common factor (bisection).
+
+    src, dst: (N, 2) extended point sets. Returns the safe target and the common factor (1.0 almost always)."""
+    dst = np.array(dst, np.float64, copy=True)
+    for _ in range(8):
+        f = flipped(src, dst, triangles)
+        if not f.any():
+            return dst, 1.0
+        v = np.unique(triangles[f])
+        dst[v] = src[v] + 0.5 * (dst[v] - src[v])
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if flipped(src, src + mid * (dst - src), triangles).any():
+            hi = mid
+        else:
+            lo = mid
+    return src + lo * (dst - src), lo
