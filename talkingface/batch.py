@@ -11,8 +11,11 @@ keys). Option columns are DubOptions fields (``face_index``, ``length``, ``fps``
 Resume: every finished job leaves a record in ``OUT/.talkingface-batch/`` keyed by the SHA-256 of the input
 video and audio *content*, the job's options and the model weights. A job whose key has a record and whose
 output is still there is skipped, so a killed batch restarts where it stopped; outputs are written atomically
-(a hidden temporary file renamed on success) and temporaries a killed run left behind are removed on restart.
-A failed job is reported in the summary and does not stop the others.
+(a hidden temporary named with the batch and the process, renamed on success) and the temporaries of dead
+processes of the same batch are removed on restart (see ``remove_dead_temporaries``). A failed job is reported in
+the summary and does not stop the others; a job whose worker died is retried a bounded number of times. Outputs
+stay inside the output folder unless ``allow_outside=True``. Worker processes end with the process that started
+them.
 """
 from __future__ import annotations
 
@@ -22,10 +25,16 @@ import hashlib
 import json
 import logging
 import os
+import re
+import signal
+import socket
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,25 +150,68 @@ def job_key(job: DubJob, defaults: dict, models: str, cache: dict[str, str] | No
 
 
 def _output_path(job: DubJob, out_dir: Path) -> Path:
+    """Where a job writes, resolved (symlinks and '..' followed) so that two spellings of one file compare equal."""
     if job.output:
         p = Path(job.output)
-        return p if p.is_absolute() else out_dir / p
-    return out_dir / f"{Path(job.video).stem}.{Path(job.audio).stem}.mp4"
+        p = p if p.is_absolute() else out_dir / p
+    else:
+        p = out_dir / f"{Path(job.video).stem}.{Path(job.audio).stem}.mp4"
+    return Path(os.path.realpath(p))
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+# --- temporaries ----------------------------------------------------------------------------------
+# A batch writes each output (and its JSON files) under a hidden name that carries the batch id (a hash of the
+# resolved output folder), a hash of the host name and the writing process's PID:
+#     .<name>.tfb-<batch id>-<host>-<pid>.mp4     (the encoder's own temporary: ..<name>.tfb-...tmp-XXXX.mp4)
+# and renames it onto the real name when it is complete. A restarted batch removes only such files of its own
+# output folder whose process is gone on this host: a render or another batch writing into the same folder
+# keeps its live temporaries.
+_TEMP = re.compile(r"\.tfb-([0-9a-f]{8})-([0-9a-f]{6})-(\d+)\.")
 
 
-def _remove_stale_temporaries(folders: Iterable[Path]) -> int:
-    """Hidden ``.<name>.tmp-<hex>.mp4`` files that a killed run left (media.VideoWriter's naming)."""
-    n = 0
+def batch_id(out_dir: str | os.PathLike) -> str:
+    return hashlib.sha256(os.path.realpath(out_dir).encode()).hexdigest()[:8]
+
+
+def host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def temp_path(dst: Path, bid: str, suffix: str | None = None) -> Path:
+    """The hidden name a process of batch ``bid`` writes ``dst`` under before renaming it."""
+    return dst.with_name(f".{dst.stem}.tfb-{bid}-{host_tag()}-{os.getpid()}{suffix or dst.suffix or '.mp4'}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_dead_temporaries(folders: Iterable[Path], bid: str) -> int:
+    """Remove the temporaries that dead processes of batch ``bid`` on this host left in ``folders``."""
+    n, host = 0, host_tag()
     for folder in set(folders):
-        if not folder.is_dir():
+        try:
+            names = [f for f in folder.iterdir() if f.name.startswith(".")]
+        except OSError:
             continue
-        for f in folder.glob(".*.tmp-*"):
+        for f in names:
+            m = _TEMP.search(f.name)
+            if not m or m[1] != bid or m[2] != host:
+                continue
+            pid = int(m[3])
+            if pid == os.getpid() or pid_alive(pid):
+                continue
             try:
                 f.unlink()
                 n += 1
@@ -168,53 +220,166 @@ def _remove_stale_temporaries(folders: Iterable[Path]) -> int:
     return n
 
 
+def _write_json_atomic(path: Path, data, bid: str) -> None:
+    tmp = temp_path(path, bid, ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
 # --- worker side ----------------------------------------------------------------------------------
-_PIPE = None
+def die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when its driver does, however the driver ends (SIGKILL included): the
+    kernel's parent-death signal on Linux, and a thread that watches the parent PID everywhere."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the driver died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="talkingface-driver-watch", daemon=True).start()
 
 
-def _init_worker(checkpoints: str | None, device: str, threads: int) -> None:
-    global _PIPE
+# The pipeline of a worker *process* of a local pool. It is set only in processes that one dub_batch call's pool
+# spawned (and that die with that pool), never in the process that calls dub_batch: each batch owns its models.
+_worker_pipe = None
+
+
+def _init_worker(checkpoints: str | None, device: str, threads: int, parent_pid: int) -> None:
+    global _worker_pipe
+    die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("GLOG_minloglevel", "2")
     from .pipeline import load
 
-    _PIPE = load(checkpoints, device=device)
+    _worker_pipe = load(checkpoints, device=device)
 
 
-def _run_job(video: str, audio: str, output: str, options: dict) -> dict:
+def run_job(pipe, video: str, audio: str, output: str, options: dict, bid: str) -> dict:
+    """Dub one job with ``pipe`` into a temporary named for this process, then rename it onto ``output``."""
     t0 = time.perf_counter()
+    dst = Path(output)
+    tmp = temp_path(dst, bid)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        res = _PIPE.dub(video, audio, output=output, options=DubOptions(**options))
-    except TalkingFaceError as e:
-        return {"status": "failed", "error": str(e), "seconds": round(time.perf_counter() - t0, 2)}
-    except Exception as e:  # a bug must not take the other jobs down: report it with its type
-        log.exception("job %s + %s crashed", video, audio)
-        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 2)}
+        res = pipe.dub(video, audio, output=str(tmp), options=DubOptions(**options))
+        os.replace(tmp, dst)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, TalkingFaceError):
+            error = str(e)
+        else:  # a bug must not take the other jobs down: report it with its type
+            log.exception("job %s + %s crashed", video, audio)
+            error = f"{type(e).__name__}: {e}"
+        return {"status": "failed", "error": error, "seconds": round(time.perf_counter() - t0, 2), "worker": worker}
     return {"status": "done", "seconds": round(time.perf_counter() - t0, 2), "frames": res.n_frames,
             "frames_dubbed": res.frames_dubbed, "frames_no_face": res.frames_no_face,
             "frames_turned": res.frames_turned, "faces": res.n_faces, "face_box": res.face_box,
-            "adapt": res.adapt, "error": None}
+            "adapt": res.adapt, "error": None, "worker": worker}
+
+
+def _run_in_worker(video: str, audio: str, output: str, options: dict, bid: str) -> dict:
+    return run_job(_worker_pipe, video, audio, output, options, bid)
+
+
+# --- executors ------------------------------------------------------------------------------------
+def _worker_died(e: BaseException) -> dict:
+    return {"status": "failed", "error": f"worker died: {type(e).__name__}: {e}", "retry": True}
+
+
+def _run_in_process(todo, args_of, on_result, *, pipeline, checkpoints, device) -> None:
+    pipe = pipeline
+    if pipe is None:
+        import torch
+
+        from .pipeline import load
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        pipe = load(checkpoints, device=device)
+    try:
+        for i in todo:
+            on_result(i, run_job(pipe, *args_of(i)))
+    finally:
+        if pipeline is None:
+            pipe.close()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            p.kill()
+        except (OSError, ValueError):
+            pass
+
+
+def _run_pool(todo, args_of, on_result, *, workers, checkpoints, device) -> None:
+    import multiprocessing as mp
+
+    queue = deque(todo)
+    while queue:  # a worker that dies breaks the pool: the jobs it took down are retried in a new one
+        n = min(workers, len(queue))
+        threads = max(1, (os.cpu_count() or 1) // n)
+        pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(checkpoints, device, threads, os.getpid()))
+        try:
+            pending = {pool.submit(_run_in_worker, *args_of(i)): i for i in queue}
+            queue.clear()
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = pending.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as e:  # the worker process died (out of memory, killed)
+                        result = _worker_died(e)
+                    except Exception as e:
+                        result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+                    if on_result(i, result):
+                        queue.append(i)
+        except BaseException:
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
 
 
 # --- driver ---------------------------------------------------------------------------------------
 def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | os.PathLike, *, workers: int = 1,
               options: DubOptions | dict | None = None, checkpoints: str | None = None, device: str = "cpu",
-              pipeline=None, progress: bool | Callable[[dict], None] = True) -> list[dict]:
+              pipeline=None, progress: bool | Callable[[dict], None] = True, allow_outside: bool = False,
+              retries: int = 2) -> list[dict]:
     """Dub every job into ``out_dir``; returns (and writes to OUT/batch_summary.json) one record per job.
 
     jobs: a job file (.csv/.tsv/.json, see read_jobs) or DubJob objects or dicts with the same keys.
 
-    workers: parallel processes (each loads the models once; torch threads are split between them).
+    workers: parallel processes (each loads the models once; torch threads are split between them). They end
+        with the calling process, however it ends.
     options: defaults for every job (a job's own options override them).
-    pipeline: an already loaded Pipeline to use in-process (workers must be 1).
-    progress: True for a progress bar, or a callable receiving each finished job's record.
+    pipeline: an already loaded Pipeline to use in-process (workers must be 1). Otherwise each call loads its own
+        models (and frees them at the end); nothing is shared between calls.
+    progress: True for a progress bar and one log line per job on stderr, or a callable receiving each finished
+        job's record.
+    allow_outside: let a job's ``output`` (absolute, or with '..') name a file outside ``out_dir``; by default such
+        a job fails with an error naming it.
+    retries: how many times a job whose worker died (killed, out of memory) is run again before it is reported
+        as failed. A job that fails by itself (bad input) is not retried.
     """
     from .checkpoints import DEFAULT_DIR, read_manifest
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    out = Path(os.path.realpath(out))
+    bid = batch_id(out)
     state = out / STATE_DIR
     state.mkdir(exist_ok=True)
     if isinstance(jobs, (str, os.PathLike)):
@@ -232,7 +397,8 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     dupes = {str(p) for p in outputs if outputs.count(p) > 1}
     if dupes:
         raise InputError(f"several jobs write the same output: {', '.join(sorted(dupes))}")
-    removed = _remove_stale_temporaries(p.parent for p in outputs)
+    inputs = {os.path.realpath(p) for j in job_list for p in (j.video, j.audio)}
+    removed = remove_dead_temporaries({p.parent for p in outputs} | {out, state}, bid)
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
 
@@ -241,8 +407,13 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     todo: list[int] = []
     for i, (job, dst) in enumerate(zip(job_list, outputs, strict=True)):
         rec = {"video": job.video, "audio": job.audio, "output": str(dst), "options": job.options, "status": "pending",
-               "seconds": None, "frames": None, "frames_no_face": None, "error": None}
+               "seconds": None, "frames": None, "frames_no_face": None, "error": None, "attempts": 0}
         try:
+            if not allow_outside and not dst.is_relative_to(out):
+                raise InputError(f"output '{job.output}' is outside the output folder '{out}' (allow it with "
+                                 "--allow-outside-out-dir, or allow_outside=True)")
+            if str(dst) in inputs:
+                raise InputError(f"output '{dst}' is an input file of this batch; refusing to overwrite it")
             for p, what in ((job.video, "video"), (job.audio, "audio")):
                 if not os.path.isfile(p):
                     raise InputError(f"{what} file '{p}' does not exist")
@@ -265,68 +436,64 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
         if rec["status"] == "pending":
             todo.append(i)
     summary_path = out / SUMMARY
-    _write_json_atomic(summary_path, records)
+    _write_json_atomic(summary_path, records, bid)
 
     bar = None
+    t_start = time.perf_counter()
+    counts = {"done": 0, "failed": 0}
     if progress is True:
         from tqdm import tqdm
 
         bar = tqdm(total=len(job_list), unit="job", desc="dub", initial=len(job_list) - len(todo),
                    disable=not sys.stderr.isatty())
 
-    def finish(i: int, result: dict) -> None:
+    def say(line: str) -> None:
+        if progress is True:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+
+    def on_result(i: int, result: dict) -> bool:
+        """Record a finished attempt; True when the job is to be run again."""
         rec = records[i]
-        rec.update(result)
+        rec["attempts"] += 1
+        name = f"{Path(rec['video']).name} + {Path(rec['audio']).name}"
+        if result.get("retry") and rec["attempts"] <= retries:
+            say(f"retry: {name} (attempt {rec['attempts']} of {retries + 1}): {result['error']}")
+            rec["error"] = result["error"]
+            return True
+        rec.update({k: v for k, v in result.items() if k != "retry"})
         if rec["status"] == "done":
+            rec["error"] = None
             dst = Path(rec["output"])
-            _write_json_atomic(state / f"{rec['key']}.json", {**rec, "size": dst.stat().st_size})
-        _write_json_atomic(summary_path, records)
+            _write_json_atomic(state / f"{rec['key']}.json", {**rec, "size": dst.stat().st_size}, bid)
+            say(f"done: {name} -> {dst.name} ({rec['frames']} frames, {rec['seconds']} s, {rec.get('worker')})")
+        else:
+            say(f"failed: {name}: {rec['error']}")
+        counts["done" if rec["status"] == "done" else "failed"] += 1
+        _write_json_atomic(summary_path, records, bid)
         if bar is not None:
             bar.update(1)
-            if rec["status"] == "failed":
-                bar.write(f"failed: {Path(rec['video']).name} + {Path(rec['audio']).name}: {rec['error']}")
+            minutes = (time.perf_counter() - t_start) / 60
+            left = len(todo) - counts["done"] - counts["failed"]
+            bar.set_postfix_str(f"done {counts['done']}, failed {counts['failed']}, left {left}, "
+                                f"{(counts['done'] + counts['failed']) / max(minutes, 1e-9):.1f} jobs/min")
         elif callable(progress):
             progress(rec)
+        return False
 
     def args_of(i: int) -> tuple:
-        return (job_list[i].video, job_list[i].audio, records[i]["output"], {**defaults, **job_list[i].options})
+        return (job_list[i].video, job_list[i].audio, records[i]["output"], {**defaults, **job_list[i].options}, bid)
 
     try:
-        if workers <= 1 or len(todo) <= 1:
-            global _PIPE
-            saved = _PIPE
-            if pipeline is not None:
-                _PIPE = pipeline
-            elif _PIPE is None and todo:
-                _init_worker(checkpoints, device, os.cpu_count() or 1)
-            try:
-                for i in todo:
-                    finish(i, _run_job(*args_of(i)))
-            finally:
-                if pipeline is not None:
-                    _PIPE = saved
+        if not todo:
+            pass
+        elif pipeline is not None or workers <= 1 or len(todo) <= 1:
+            _run_in_process(todo, args_of, on_result, pipeline=pipeline, checkpoints=checkpoints, device=device)
         else:
-            import multiprocessing as mp
-
-            n = min(workers, len(todo))
-            threads = max(1, (os.cpu_count() or 1) // n)
-            with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                     initargs=(checkpoints, device, threads)) as pool:
-                pending = {pool.submit(_run_job, *args_of(i)): i for i in todo}
-                try:
-                    while pending:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            i = pending.pop(fut)
-                            try:
-                                result = fut.result()
-                            except Exception as e:  # the worker process died (out of memory, killed)
-                                result = {"status": "failed", "error": f"worker died: {type(e).__name__}: {e}"}
-                            finish(i, result)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            _run_pool(todo, args_of, on_result, workers=workers, checkpoints=checkpoints, device=device)
     finally:
         if bar is not None:
             bar.close()
+        remove_dead_temporaries({p.parent for p in outputs} | {out, state}, bid)
     return records

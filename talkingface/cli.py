@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("jobs", help="job list (.csv, .tsv or .json)")
     bt.add_argument("--out-dir", required=True, help="folder for the outputs and the summary (created if needed)")
     bt.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    bt.add_argument("--allow-outside-out-dir", action="store_true",
+                    help="let a job's output (absolute or with '..') be written outside --out-dir; refused otherwise")
     bt.add_argument("--face", type=int, default=None, metavar="N", help="default face index for every job")
     bt.add_argument("--max-size", type=int, default=None, help="default longer side of the outputs")
     _add_dub_options(bt)
@@ -308,7 +310,7 @@ def _batch(args: argparse.Namespace) -> int:
     base = dataclasses.asdict(DubOptions())  # only what the command line changed becomes a job default
     defaults = {k: v for k, v in dataclasses.asdict(_dub_options(args)).items() if v != base[k]}
     records = dub_batch(jobs, args.out_dir, workers=args.workers, options=defaults, checkpoints=args.checkpoints,
-                        device=args.device)
+                        device=args.device, allow_outside=args.allow_outside_out_dir)
     n = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
     for r in records:
         if r["status"] == "failed":
