@@ -162,8 +162,15 @@ def _affines(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndar
     d = dst[triangles]
     dh = np.concatenate([d, np.ones((len(triangles), 3, 1))], axis=2)  # (F, 3, 3)
     # solve dh @ X = s for X (3, 2): X.T is the affine
-    x = np.linalg.solve(dh + np.eye(3) * 1e-9, s)  # (F, 3, 2)
-    return np.transpose(x, (0, 2, 1))
+    x = np.transpose(np.linalg.solve(dh + np.eye(3) * 1e-9, s), (0, 2, 1))  # (F, 2, 3)
+    # a (nearly) degenerate target triangle has an ill-conditioned affine that would fetch pixels from far away
+    # (seen as bright dots at the nose wings): move those few pixels by the triangle's mean displacement instead
+    thin = np.abs(signed_areas(dst, triangles)) < 1.0
+    if thin.any():
+        x[thin] = 0.0
+        x[thin, 0, 0] = x[thin, 1, 1] = 1.0
+        x[thin, :, 2] = s[thin].mean(1) - d[thin].mean(1)
+    return x
 
 
 def moved_triangles(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, tol: float = 0.02) -> np.ndarray:
@@ -207,8 +214,12 @@ def piecewise_affine_maps(src: np.ndarray, dst: np.ndarray, triangles: np.ndarra
     if inside.any():
         aff = _affines(src, dst, triangles).astype(np.float32)[tri[inside]]  # (P, 2, 3)
         px, py = xs[inside], ys[inside]
-        map_x[inside] = aff[:, 0, 0] * px + aff[:, 0, 1] * py + aff[:, 0, 2]
-        map_y[inside] = aff[:, 1, 0] * px + aff[:, 1, 1] * py + aff[:, 1, 2]
+        # rasterized edge pixels lie up to a pixel outside their triangle: keep every fetch within the source
+        # triangle's box (plus a pixel), so no pixel is fetched from far away
+        s = src[triangles]
+        lo, hi = (s.min(1) - 1.0).astype(np.float32)[tri[inside]], (s.max(1) + 1.0).astype(np.float32)[tri[inside]]
+        map_x[inside] = np.clip(aff[:, 0, 0] * px + aff[:, 0, 1] * py + aff[:, 0, 2], lo[:, 0], hi[:, 0])
+        map_y[inside] = np.clip(aff[:, 1, 0] * px + aff[:, 1, 1] * py + aff[:, 1, 2], lo[:, 1], hi[:, 1])
     return map_x, map_y, tri
 
 
