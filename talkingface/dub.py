@@ -31,7 +31,7 @@ import torch
 from scipy.ndimage import median_filter
 
 from . import audio as audio_mod
-from . import face, media, metrics, tracking
+from . import face, media, metrics, mouth, tracking
 from .composite import Compositor
 from .errors import InputError, SilentAudioError
 from .texture import draw_sketch, generator_mask, lip_weight_map, to_tensor, to_uint8
@@ -281,6 +281,89 @@ def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], 
     return gen, report
 
 
+def _interior_choice(bank: list[tracking.BankEntry], target_open: np.ndarray, k: int = 8
+                     ) -> tuple[list, np.ndarray]:
+    """The mouth interiors of a few of this video's own frames (closed to widest) and, per output frame, the one
+    to fill the opening from: the least open that is at least as open as the target (its teeth and tongue
+    cover the whole hole), else the widest; held a few frames so the interior does not flicker."""
+    refs = [e for e in _pick_references(bank, k) if e.interior is not None]
+    if not refs:
+        return [], np.zeros(len(target_open), int)
+    sources = [mouth.InteriorSource(e.interior, e.interior_points) for e in refs]
+    ops = np.array([e.opening for e in refs])
+    order = np.argsort(ops)
+    enough = ops[order][None, :] >= target_open[:, None] - 0.01
+    first = np.where(enough.any(1), enough.argmax(1), len(order) - 1)
+    choice = order[first]
+    if len(choice) >= 5:
+        choice = median_filter(choice, size=5, mode="nearest")
+    return sources, choice
+
+
+def _painter_paint(pipe, track: tracking.VideoTrack, mouth_canon: np.ndarray, rest: np.ndarray,
+                   target_open: np.ndarray) -> Callable:
+    """paint(frames, work, timings) for the mouth stage: each frame's own pixels warped to the target mouth, the
+    opening filled from the person's own frames, refined; ``work``: (position, source frame, output frame, fade)."""
+    painter = pipe.painter
+    sources, choice = _interior_choice(track.bank, target_open)
+
+    def paint(frames: list[np.ndarray], work: list[tuple[int, int, int, float]], timings: dict) -> None:
+        t0 = time.perf_counter()
+        jobs = [painter.prepare(frames[j], track.points[s], track.frame(s), mouth_canon[k], rest,
+                                sources[choice[k]] if sources else None, own=track.mouth_canon[s])
+                for j, s, k, _ in work]
+        t1 = time.perf_counter()
+        painter.refine_batch(jobs)
+        t2 = time.perf_counter()
+        for (j, _, _, w), job in zip(work, jobs, strict=True):
+            frames[j] = painter.finish(frames[j], job, weight=w)
+        timings["texture"] += t2 - t1
+        timings["composite"] += (t1 - t0) + time.perf_counter() - t2
+
+    return paint
+
+
+def _generator_paint(pipe, generator, track: tracking.VideoTrack, mouth_canon: np.ndarray,
+                     target_open: np.ndarray, size: int) -> Callable:
+    """paint(frames, work, timings) for the first version's 128 px generator: the frame's aligned crop repainted,
+    the bank crop nearest the target opening as the appearance reference, blended back (talkingface.composite)."""
+    refs = _pick_references(track.bank)
+    ref_t = to_tensor(np.stack([e.crop for e in refs])).to(pipe.device) if refs else None
+    ref_open = np.array([e.opening for e in refs])
+    ref_choice = (np.argmin(np.abs(target_open[:, None] - ref_open[None]), axis=1) if refs
+                  else np.zeros(len(mouth_canon), int))
+    if len(ref_choice) >= 5:  # hold each reference for a few frames: no flicker between references
+        ref_choice = median_filter(ref_choice, size=5, mode="nearest")
+    mask_t = torch.from_numpy(generator_mask(size)).to(pipe.device)
+
+    def paint(frames: list[np.ndarray], work: list[tuple[int, int, int, float]], timings: dict) -> None:
+        t0 = time.perf_counter()
+        crops, targets, affines = [], [], []
+        for j, s, k, _ in work:
+            ff = track.frame(s)
+            affine = ff.crop_affine(size)
+            target_img = ff.to_image(mouth_canon[k].astype(np.float64))[:, :2]
+            affines.append(affine)
+            crops.append(face.warp_crop(frames[j], affine, size))
+            targets.append(face.apply_affine(target_img, affine))
+        sk = torch.from_numpy(np.stack([draw_sketch(t, size) for t in targets])[:, None]).to(pipe.device)
+        crop_t = to_tensor(np.stack(crops)).to(pipe.device)
+        rsel = torch.as_tensor(ref_choice[[k for _, _, k, _ in work]], device=pipe.device)
+        ref_b = ref_t[rsel] if ref_t is not None else crop_t
+        with torch.no_grad():
+            gen_np = to_uint8(generator(ref_b, crop_t * (1 - mask_t), sk))
+        timings["texture"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for g, (j, s, _, w) in enumerate(work):
+            affine = affines[g]
+            comp = Compositor(frames[j].shape[:2], affine, size, face.apply_affine(track.mouth_img[s], affine),
+                              face.apply_affine(track.nose_img[s], affine))
+            frames[j] = comp(frames[j], gen_np[g], crops[g], targets[g], weight=w)
+        timings["composite"] += time.perf_counter() - t0
+
+    return paint
+
+
 def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), phonemes=None,
         progress: Callable[[int, int], None] | None = None, stage: Callable[[str], None] | None = None,
         return_frames: bool = False, mouth_fn: Callable | None = None) -> DubResult:
@@ -380,25 +463,26 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     mouth_canon = _resample_track(mouth25, n_out, fps).astype(np.float32)
     weights = tracking.edge_weights(ok)
 
-    generator = pipe.generator
-    adapt_report = None
-    if options.adapt:
-        say("adapting")
-        t0 = time.perf_counter()
-        generator, adapt_report = adapt_generator(pipe.generator, track.bank, steps=options.adapt_steps,
-                                                  device=pipe.device, progress=None)
-        timings["adapt"] = time.perf_counter() - t0
-    refs = _pick_references(track.bank)
-    ref_t = to_tensor(np.stack([e.crop for e in refs])).to(pipe.device) if refs else None
-    ref_open = np.array([e.opening for e in refs])
     target_open = metrics.opening(mouth_canon, metrics.canonical_iod())
-    ref_choice = np.argmin(np.abs(target_open[:, None] - ref_open[None]), axis=1) if refs else np.zeros(n_out, int)
-    if len(ref_choice) >= 5:  # hold each reference for a few frames: no flicker between references
-        ref_choice = median_filter(ref_choice, size=5, mode="nearest")
+    adapt_report = None
+    if pipe.painter is not None:
+        if options.adapt:
+            raise InputError(f"--adapt fine-tunes the first version's generator; the mouth stage "
+                             f"('{pipe.texture_name}') copies this video's own pixels and needs no adaptation "
+                             "(use --texture texture-v1 with --adapt)")
+        paint = _painter_paint(pipe, track, mouth_canon, neutral, target_open)
+    else:
+        generator = pipe.generator
+        if options.adapt:
+            say("adapting")
+            t0 = time.perf_counter()
+            generator, adapt_report = adapt_generator(pipe.generator, track.bank, steps=options.adapt_steps,
+                                                      device=pipe.device, progress=None)
+            timings["adapt"] = time.perf_counter() - t0
+        paint = _generator_paint(pipe, generator, track, mouth_canon, target_open, size)
 
     # pass 2: decode in output order, paint, blend, encode
     say("rendering")
-    mask_t = torch.from_numpy(generator_mask(size)).to(pipe.device)
     source = FrameSource(vpath, fps, max_side, track.thumbs)
     mouth_out = np.full((n_out, len(face.MOUTH), 2), np.nan, np.float32)
     frames_out: list[np.ndarray] | None = [] if return_frames else None
@@ -433,34 +517,17 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
             if stop < n_out:
                 upcoming = reader.submit(read, stop, min(n_out, stop + bs))
             timings["decode"] += time.perf_counter() - t0
-            work = []  # (position in batch, affine, crop, target mouth in crop px)
-            t0 = time.perf_counter()
+            work = []  # (position in batch, source frame, output frame, fade weight)
             for j, k in enumerate(range(start, stop)):
                 s = int(src_idx[k])
                 if not ok[s] or weights[s] <= 0:
                     counts["no_face" if not track.valid[s] else "turned"] += 1
                     continue
-                ff = track.frame(s)
-                affine = ff.crop_affine(size)
-                target_img = ff.to_image(mouth_canon[k].astype(np.float64))[:, :2]
-                mouth_out[k] = target_img
-                work.append((j, affine, face.warp_crop(frames[j], affine, size), face.apply_affine(target_img, affine)))
+                mouth_out[k] = track.frame(s).to_image(mouth_canon[k].astype(np.float64))[:, :2]
+                work.append((j, s, k, float(weights[s])))
             if work:
-                sk = torch.from_numpy(np.stack([draw_sketch(w[3], size) for w in work])[:, None]).to(pipe.device)
-                crops = to_tensor(np.stack([w[2] for w in work])).to(pipe.device)
-                rsel = torch.as_tensor(ref_choice[[start + w[0] for w in work]], device=pipe.device)
-                ref_b = ref_t[rsel] if ref_t is not None else crops
-                with torch.no_grad():
-                    gen_np = to_uint8(generator(ref_b, crops * (1 - mask_t), sk))
-            timings["texture"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for g, (j, affine, crop, target) in enumerate(work):
-                s = int(src_idx[start + j])
-                comp = Compositor(frames[j].shape[:2], affine, size, face.apply_affine(track.mouth_img[s], affine),
-                                  face.apply_affine(track.nose_img[s], affine))
-                frames[j] = comp(frames[j], gen_np[g], crop, target, weight=float(weights[s]))
-                counts["dubbed"] += 1
-            timings["composite"] += time.perf_counter() - t0
+                paint(frames, work, timings)
+                counts["dubbed"] += len(work)
             t0 = time.perf_counter()
             if writer is not None:
                 if pending is not None:

@@ -80,7 +80,15 @@ def polygon_mask(poly: np.ndarray, shape: tuple[int, int], offset=(0.0, 0.0)) ->
     shift = 4
     pts = np.round((np.asarray(poly, np.float64) - offset) * (1 << shift)).astype(np.int32)
     cv2.fillPoly(m, [pts], 255, cv2.LINE_AA, shift)
-    return m.astype(np.float32) / 255.0
+    mask = m.astype(np.float32) / 255.0
+    # a thin polygon (closed lips) rasterizes as a line a pixel or two wide: scale the mask to its true area,
+    # so a closed mouth has no opening and a barely open one a faint one
+    p = np.asarray(poly, np.float64)
+    area = 0.5 * abs(float(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1))))
+    total = float(mask.sum())
+    if total > 0 and area < 0.7 * total:  # mostly edge: fade out (a wide polygon's edge overdraw is kept)
+        mask *= area / (0.7 * total)
+    return mask
 
 
 class InteriorSource:
@@ -351,11 +359,11 @@ class MouthPainter:
         self.tris = warp.extended_triangles()
 
     def prepare(self, frame: np.ndarray, landmarks: np.ndarray, ff: face.FaceFrame, target: np.ndarray,
-                rest: np.ndarray, interior: InteriorSource | None) -> dict | None:
-        """Geometry, warp and interior of one frame. ``landmarks``: the frame's own 478 (or 468) points;
-        ``target``: the mouth (59, 3) canonical to show; ``rest``: the person's resting mouth (for the
-        clamp). Returns None when nothing moves."""
-        tgt468 = warp.target_points(landmarks, ff, warp.clamp_mouth(target, rest))
+                rest: np.ndarray, interior: InteriorSource | None, own: np.ndarray | None = None) -> dict | None:
+        """Geometry, warp and interior of one frame. ``landmarks``: the frame's own 478 (or 468) points, (x, y, z)
+        or, with ``own`` (the frame's mouth (59, 3) canonical), (x, y); ``target``: the mouth (59, 3) canonical
+        to show; ``rest``: the person's resting mouth (for the clamp). Returns None when nothing moves."""
+        tgt468 = warp.target_points(landmarks, ff, warp.clamp_mouth(target, rest), own)
         src = warp.extend_points(landmarks)
         dst, _ = warp.safe_target(src, warp.extend_points(landmarks, tgt468), self.tris)
         moved = self.tris[warp.moved_triangles(src, dst, self.tris)]

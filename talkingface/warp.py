@@ -248,15 +248,21 @@ def stretch_map(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, tri: np
     return out
 
 
-def target_points(landmarks: np.ndarray, frame: face.FaceFrame, mouth: np.ndarray) -> np.ndarray:
+def target_points(landmarks: np.ndarray, frame: face.FaceFrame, mouth: np.ndarray,
+                  own: np.ndarray | None = None) -> np.ndarray:
     """The face's 468 image points (x, y) with the mouth moved to ``mouth`` (59, 3) canonical.
 
     The 59 points' displacement (in the pose-normalized space, so it is the same whatever the head pose) is
-    spread over the lower face by ``spread_matrix`` and mapped back into the image by the face's pose.
+    spread over the lower face by ``spread_matrix`` and mapped into the image by the face's pose (its linear
+    part: only the displacement is mapped, so ``landmarks`` may be 2D image points).
+    own: the face's current mouth (59, 3) canonical; by default from ``landmarks`` (which then need z).
     """
-    src_c = frame.to_canonical(np.asarray(landmarks, np.float64)[: face.N_MESH])
-    disp = spread_matrix() @ (np.asarray(mouth, np.float64) - src_c[face.MOUTH])  # (468, 3)
-    return frame.to_image(src_c + disp)[:, :2]
+    pts = np.asarray(landmarks, np.float64)
+    if own is None:
+        own = frame.to_canonical(pts[face.MOUTH])
+    disp = spread_matrix() @ (np.asarray(mouth, np.float64) - own)  # (468, 3) canonical
+    delta = frame.to_image(disp) - frame.to_image(np.zeros((1, 3)))
+    return pts[: face.N_MESH, :2] + delta[:, :2]
 
 
 def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: int = 6) -> tuple[np.ndarray, float]:
