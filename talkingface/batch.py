@@ -354,16 +354,22 @@ def _run_pool(todo, args_of, on_result, *, workers, checkpoints, device) -> None
 
 
 # --- driver ---------------------------------------------------------------------------------------
-def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | os.PathLike, *, workers: int = 1,
-              options: DubOptions | dict | None = None, checkpoints: str | None = None, device: str = "cpu",
-              pipeline=None, progress: bool | Callable[[dict], None] = True, allow_outside: bool = False,
-              retries: int = 2) -> list[dict]:
+def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | os.PathLike, *,
+              workers: int | None = None, options: DubOptions | dict | None = None, checkpoints: str | None = None,
+              device: str = "cpu", pipeline=None, progress: bool | Callable[[dict], None] = True,
+              allow_outside: bool = False, retries: int = 2, executor: str = "local", ray_address: str | None = None,
+              cpus_per_worker: float = 1, gpus_per_worker: float | None = None) -> list[dict]:
     """Dub every job into ``out_dir``; returns (and writes to OUT/batch_summary.json) one record per job.
 
     jobs: a job file (.csv/.tsv/.json, see read_jobs) or DubJob objects or dicts with the same keys.
 
-    workers: parallel processes (each loads the models once; torch threads are split between them). They end
-        with the calling process, however it ends.
+    workers: parallel processes (each loads the models once; torch threads are split between them; default 1).
+        They end with the calling process, however it ends. With executor="ray": Ray worker actors (default: as
+        many as the cluster's CPUs/GPUs/memory hold).
+    executor: "local" (this machine's processes) or "ray": the same batch on a Ray cluster (talkingface.cluster;
+        needs the ``cluster`` extra). ray_address: "local" (a private Ray instance on this machine), "auto" (the
+        cluster this machine joined) or a cluster address; None: ray.init's default. cpus_per_worker /
+        gpus_per_worker: resources each Ray worker declares (GPUs only with device="cuda", default 1).
     options: defaults for every job (a job's own options override them).
     pipeline: an already loaded Pipeline to use in-process (workers must be 1). Otherwise each call loads its own
         models (and frees them at the end); nothing is shared between calls.
@@ -376,6 +382,12 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     """
     from .checkpoints import DEFAULT_DIR, read_manifest
 
+    if executor not in ("local", "ray"):
+        raise InputError(f"executor must be 'local' or 'ray', not {executor!r}")
+    if workers is not None and workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    if executor == "ray" and pipeline is not None:
+        raise InputError("pipeline= runs in this process; it cannot be used with executor='ray'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     out = Path(os.path.realpath(out))
@@ -488,10 +500,18 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     try:
         if not todo:
             pass
-        elif pipeline is not None or workers <= 1 or len(todo) <= 1:
+        elif executor == "ray":
+            from . import cluster
+
+            stats = cluster.run(todo, args_of, on_result, bid=bid, address=ray_address, workers=workers,
+                                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                                checkpoints=checkpoints, device=device, say=say,
+                                folders=sorted({str(p.parent) for p in outputs} | {str(out)}))
+            log.info("ray: %s", stats)
+        elif pipeline is not None or (workers or 1) <= 1 or len(todo) <= 1:
             _run_in_process(todo, args_of, on_result, pipeline=pipeline, checkpoints=checkpoints, device=device)
         else:
-            _run_pool(todo, args_of, on_result, workers=workers, checkpoints=checkpoints, device=device)
+            _run_pool(todo, args_of, on_result, workers=workers or 1, checkpoints=checkpoints, device=device)
     finally:
         if bar is not None:
             bar.close()

@@ -113,7 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("jobs", help="job list (.csv, .tsv or .json)")
     bt.add_argument("--out-dir", required=True, help="folder for the outputs and the summary (created if needed)")
-    bt.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    bt.add_argument("--workers", type=int, default=None,
+                    help="parallel worker processes (default 1); with --ray: Ray workers (default: as many as the "
+                         "cluster holds)")
+    bt.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                    help="run the jobs on Ray: 'local' starts a Ray instance on this machine, 'auto' joins the "
+                         "cluster this machine is part of, or a cluster address (host:6379, ray://host:10001); "
+                         "needs pip install 'talkingface[cluster]' (docs/DUBBING.md)")
+    bt.add_argument("--cpus-per-worker", type=float, default=1, metavar="N",
+                    help="with --ray: CPUs each Ray worker declares and uses as torch threads (default 1)")
+    bt.add_argument("--gpus-per-worker", type=float, default=None, metavar="N",
+                    help="with --ray and --device cuda: GPUs each Ray worker declares (default 1; 0.5 shares one)")
     bt.add_argument("--allow-outside-out-dir", action="store_true",
                     help="let a job's output (absolute or with '..') be written outside --out-dir; refused otherwise")
     bt.add_argument("--face", type=int, default=None, metavar="N", help="default face index for every job")
@@ -310,7 +320,9 @@ def _batch(args: argparse.Namespace) -> int:
     base = dataclasses.asdict(DubOptions())  # only what the command line changed becomes a job default
     defaults = {k: v for k, v in dataclasses.asdict(_dub_options(args)).items() if v != base[k]}
     records = dub_batch(jobs, args.out_dir, workers=args.workers, options=defaults, checkpoints=args.checkpoints,
-                        device=args.device, allow_outside=args.allow_outside_out_dir)
+                        device=args.device, allow_outside=args.allow_outside_out_dir,
+                        executor="ray" if args.ray else "local", ray_address=args.ray,
+                        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
     n = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
     for r in records:
         if r["status"] == "failed":

@@ -1,0 +1,102 @@
+"""Batch dubbing on a real local Ray instance (2 CPUs, started and stopped here): the same outputs as the local
+batch, a worker SIGKILLed mid-job replaced and its job redone without partial or duplicate output, a bad job
+failing alone, a rerun skipping everything. Skipped when Ray (the ``cluster`` extra) is not installed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray tests need the cluster extra: pip install 'talkingface[cluster]'")
+
+from talkingface import batch, media  # noqa: E402
+from talkingface.batch import DubJob, dub_batch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from talkingface import cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.connect("local", num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def short_jobs(tmp_path_factory, grid_video_path):
+    """Four 1-second GRID dubs (cut from the two shipped GRID recordings), small output to keep it quick."""
+    folder = tmp_path_factory.mktemp("ray_inputs")
+    jobs = []
+    for k, (name, start) in enumerate([("grid_sbwe5n", 0.3), ("grid_sbwe5n", 1.3), ("grid_lwbsza", 0.3),
+                                       ("grid_lwbsza", 1.3)]):
+        wav = media.load_audio(ROOT / "demo" / f"{name}.wav")
+        cut = folder / f"{name}_{k}.wav"
+        media._write_wav16(str(cut), wav[int(start * 16000): int((start + 1.0) * 16000)], 16000)
+        jobs.append(DubJob(grid_video_path, str(cut), f"job{k}.mp4", {"max_size": 160}))
+    bad = folder / "not_a_video.mp4"
+    bad.write_text("this is not a video\n")
+    return jobs, DubJob(str(bad), jobs[0].audio, "bad.mp4")
+
+
+def _frames(path) -> np.ndarray:
+    return np.stack(list(media.iter_video_frames(path)))
+
+
+def test_ray_batch_matches_local_and_survives_a_killed_worker(local_ray, short_jobs, pipeline, tmp_path):
+    jobs, bad = short_jobs
+    out = tmp_path / "ray"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_first_writer():  # SIGKILL the first worker seen writing an output (its temporary names its PID)
+        while not stop.is_set() and not killed:
+            for p in out.iterdir() if out.is_dir() else []:
+                m = batch._TEMP.search(p.name)
+                if m and int(m[3]) != os.getpid():
+                    os.kill(int(m[3]), signal.SIGKILL)
+                    killed.append(int(m[3]))
+                    break
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=kill_first_writer)
+    watcher.start()
+    try:
+        records = dub_batch(jobs + [bad], out, executor="ray", workers=2, progress=False)
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "no worker was seen writing"
+    assert [r["status"] for r in records] == ["done"] * 4 + ["failed"]
+    assert "not_a_video.mp4" in records[4]["error"] and records[4]["attempts"] == 1  # bad input: not retried
+    assert sorted(r["attempts"] for r in records[:4]) == [1, 1, 1, 2]  # the killed job ran again, once
+    assert all(not r["worker"].endswith(f":{killed[0]}") for r in records[:4])  # ... on a replacement worker
+    # nothing partial or temporary left, one output per job
+    assert sorted(p.name for p in out.iterdir()) == sorted([batch.STATE_DIR, batch.SUMMARY] +
+                                                         [f"job{k}.mp4" for k in range(4)])
+    # the same frames as the local batch
+    local = dub_batch(jobs, tmp_path / "local", pipeline=pipeline, progress=False)
+    assert [r["status"] for r in local] == ["done"] * 4
+    for r, loc in zip(records[:4], local, strict=True):
+        a, b = _frames(r["output"]), _frames(loc["output"])
+        assert a.shape == b.shape and a.shape[0] == r["frames"] == 25
+        assert np.array_equal(a, b), f"{r['output']}: max difference {np.abs(a.astype(int) - b).max()}"
+    # a rerun skips everything (no worker is started)
+    again = dub_batch(jobs, out, executor="ray", progress=False)
+    assert [r["status"] for r in again] == ["skipped"] * 4
+
+
+def test_ray_is_not_imported_without_ray(tmp_path, grid_video_path):
+    code = ("import sys, talkingface, talkingface.cli, talkingface.batch as b\n"
+            f"b.dub_batch([b.DubJob({grid_video_path!r}, 'missing.wav')], {str(tmp_path / 'o')!r}, progress=False)\n"
+            "assert 'ray' not in sys.modules, 'ray was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
