@@ -146,26 +146,40 @@ def clamp_mouth(mouth: np.ndarray, rest: np.ndarray, min_thickness: float = 0.35
 
 
 def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    p = points[triangles]  # (F, 3, 2)
-    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    """(F,) twice the signed area of each triangle (positive counter-clockwise in x-right, y-up terms)."""
+    a, b, c = points[triangles[:, 0]], points[triangles[:, 1]], points[triangles[:, 2]]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
+def _flipped_areas(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    return (np.sign(a) != np.sign(b)) & (np.abs(a) > eps) | ((np.abs(b) < eps) & (np.abs(a) > eps))
 
 
 def flipped(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """(F,) bool: triangles whose orientation flips (or that collapse) between ``src`` and ``dst``."""
-    a, b = signed_areas(src, triangles), signed_areas(dst, triangles)
-    return (np.sign(a) != np.sign(b)) & (np.abs(a) > eps) | ((np.abs(b) < eps) & (np.abs(a) > eps))
+    return _flipped_areas(signed_areas(src, triangles), signed_areas(dst, triangles), eps)
 
 
 def _affines(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(F, 2, 3) affines taking each dst triangle onto its src triangle (backward mapping)."""
-    s = src[triangles]  # (F, 3, 2)
-    d = dst[triangles]
-    dh = np.concatenate([d, np.ones((len(triangles), 3, 1))], axis=2)  # (F, 3, 3)
-    # solve dh @ X = s for X (3, 2): X.T is the affine
-    x = np.transpose(np.linalg.solve(dh + np.eye(3) * 1e-9, s), (0, 2, 1))  # (F, 2, 3)
+    """(F, 2, 3) affines taking each dst triangle onto its src triangle (backward mapping).
+
+    Closed form: with e1 = d1 - d0, e2 = d2 - d0 (target edges) and f1, f2 the source's, the linear part is
+    [f1 f2] @ inv([e1 e2]) and the translation puts d0 on s0."""
+    s, d = src[triangles], dst[triangles]  # (F, 3, 2)
+    e1, e2 = d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]
+    f1, f2 = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     # a (nearly) degenerate target triangle has an ill-conditioned affine that would fetch pixels from far away
     # (seen as bright dots at the nose wings): move those few pixels by the triangle's mean displacement instead
-    thin = np.abs(signed_areas(dst, triangles)) < 1.0
+    thin = np.abs(det) < 1.0
+    inv_det = 1.0 / np.where(thin, 1.0, det)
+    # inv([e1 e2]) = [[e2y, -e2x], [-e1y, e1x]] / det
+    i00, i01 = e2[:, 1] * inv_det, -e2[:, 0] * inv_det
+    i10, i11 = -e1[:, 1] * inv_det, e1[:, 0] * inv_det
+    x = np.empty((len(triangles), 2, 3))
+    x[:, :, 0] = f1 * i00[:, None] + f2 * i10[:, None]
+    x[:, :, 1] = f1 * i01[:, None] + f2 * i11[:, None]
+    x[:, :, 2] = s[:, 0] - x[:, :, 0] * d[:, 0, :1] - x[:, :, 1] * d[:, 0, 1:]
     if thin.any():
         x[thin] = 0.0
         x[thin, 0, 0] = x[thin, 1, 1] = 1.0
@@ -271,8 +285,9 @@ def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: 
 
     src, dst: (N, 2) extended point sets. Returns the safe target and the common factor (1.0 almost always)."""
     dst = np.array(dst, np.float64, copy=True)
+    a_src = signed_areas(src, triangles)
     for _ in range(8):
-        f = flipped(src, dst, triangles)
+        f = _flipped_areas(a_src, signed_areas(dst, triangles))
         if not f.any():
             return dst, 1.0
         v = np.unique(triangles[f])
@@ -280,7 +295,7 @@ def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: 
     lo, hi = 0.0, 1.0
     for _ in range(steps):
         mid = (lo + hi) / 2
-        if flipped(src, src + mid * (dst - src), triangles).any():
+        if _flipped_areas(a_src, signed_areas(src + mid * (dst - src), triangles)).any():
             hi = mid
         else:
             lo = mid
