@@ -4,6 +4,7 @@ checkpoints/MANIFEST.json, and write a training report next to them. The only wa
 
     python scripts/export_checkpoints.py --landmarks runs/landmarks-whisper.safetensors --name landmarks-v1
     python scripts/export_checkpoints.py --texture runs/texture-128.safetensors --name texture-v1
+    python scripts/export_checkpoints.py --mouth runs/mouth-refine.train.safetensors --name mouth-v2
 """
 import argparse
 import json
@@ -53,14 +54,76 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mouth_report(name: str, config: dict, info: dict) -> str:
+    h = info["history"]
+    lines = [
+        f"# {name}: training report", "",
+        "The mouth stage: each frame's own pixels warped at native resolution to the target mouth (no weights), "
+        "the opening filled from real mouth interiors, then this small refine network corrects a thin band "
+        "around the lip opening (residual and alpha; pixels outside the band are the warped pixels, exactly).",
+        "",
+        f"- model: `mouth` (talkingface.mouth.RefineNet), config: `{json.dumps(config)}`",
+        "- data: data/mouth from scripts/prepare_mouth_data.py (../shared/data videos, aligned 128 px mouth crops "
+        "with FaceMesh points); pairs of frames of one clip: source A warped to the mouth of target B, "
+        "interior from B's clip, a donor clip or A; target B is the ground truth",
+        f"- held-out clips (never trained on): {', '.join(info.get('holdout', []))}",
+        f"- training: {info['step']} steps, {info['seconds']:.0f} s of CPU training over {len(info['runs'])} run(s) "
+        f"({', '.join(str(r.get('threads')) + ' threads' for r in info['runs'])}); the weights are the EMA; "
+        "pyramid L1 + spectrum L1 in the band, hinge adversarial + feature matching after the warm-up",
+        "", "## Held-out band L1 (images in [-1, 1], lower is better)", "",
+        "| warp only (no network) | refined |", "|---|---|",
+        f"| {info['val_warp_only']:.4f} | {info.get('val_refined', float('nan')):.4f} |",
+        "", "## Training losses", "", "| step | l1 | freq | adv | fm | d | seconds |", "|---|---|---|---|---|---|---|",
+    ]
+    picks = sorted({int(i) for i in np.linspace(0, len(h) - 1, min(12, len(h)))}) if h else []
+    for i in picks:
+        r = h[i]
+        lines.append(f"| {r['step']} | {r['l1']:.4f} | {r['freq']:.4f} | {r['adv']:.3f} | {r['fm']:.4f} | "
+                     f"{r['d']:.3f} | {r['sec']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def export_mouth(source: Path, name: str, directory: Path) -> None:
+    """The EMA weights of a mouth training checkpoint (scripts/train_mouth.py) as a runtime checkpoint."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from talkingface import mouth
+    from talkingface.training.mouth_training import HOLDOUT_CLIPS
+
+    tensors = load_file(str(source))
+    with safe_open(str(source), "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    info.setdefault("holdout", list(HOLDOUT_CLIPS))
+    config = mouth.RefineConfig(**info.get("config", {}))
+    net = mouth.RefineNet(config)
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
+    file = f"{name}.safetensors"
+    if (directory / file).exists():
+        raise SystemExit(f"{directory / file} exists: a new model gets a new version")
+    keep = {k: info[k] for k in ("step", "seconds", "val_warp_only", "val_refined", "holdout", "runs") if k in info}
+    checkpoints.save_module(directory / file, net.to(torch.float32), config, model="mouth", info=keep)
+    (directory / f"{name}.md").write_text(mouth_report(name, config.to_dict(), info))
+    checkpoints.add_to_manifest(directory, name, file, model="mouth",
+                                info={"report": f"{name}.md", "config": config.to_dict()})
+    print(f"exported {directory / file} ({(directory / file).stat().st_size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--landmarks", help="runs/landmarks-*.safetensors")
     src.add_argument("--texture", help="runs/texture-*.safetensors")
+    src.add_argument("--mouth", help="runs/mouth-refine.train.safetensors (the mouth stage's refine network)")
     ap.add_argument("--name", required=True, help="versioned name, e.g. landmarks-v1 (never reused)")
     ap.add_argument("--dir", default=str(checkpoints.DEFAULT_DIR))
     args = ap.parse_args()
+    if args.mouth:
+        directory = Path(args.dir)
+        directory.mkdir(exist_ok=True)
+        export_mouth(Path(args.mouth), args.name, directory)
+        return
     kind = "landmarks" if args.landmarks else "texture"
     source = Path(args.landmarks or args.texture)
     _, meta = checkpoints.read_checkpoint(source)

@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer side of the output in px (default: 1280 for photos, the input's size for videos)")
     r.add_argument("--motion", type=float, default=1.0, help="scale of the mouth motion (default 1.0)")
     r.add_argument("--no-silence-gate", action="store_true", help="do not force the mouth to rest in silence")
+    r.add_argument("--texture", choices=["mouth-v2", "warp", "texture-v1"], default=None,
+                   help="how the mouth is painted: mouth-v2 (the person's own pixels warped at full resolution, the "
+                        "opening filled from real mouths, refined by a small network), warp (the same without the "
+                        "network), texture-v1 (the first version's 128 px generator; needed for --adapt). "
+                        "Default: the shipped default model")
+    r.add_argument("--keep-expression", type=float, default=0.0, metavar="K",
+                   help="photo mode: how much of the photo's own mouth expression (an open smile, say) to keep "
+                        "under the speech, 0 = rest on a neutral closed mouth (default) .. 1 = keep it all")
     r.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     r.add_argument("--landmarks-json", default=None, metavar="PATH",
                    help="also write the per-frame mouth landmarks (image pixels) as JSON")
@@ -338,12 +346,15 @@ def _render(args: argparse.Namespace) -> int:
     for path, what in ((args.image, "image"), (args.video, "video"), (args.audio, "audio")):
         if path is not None and not os.path.exists(path):
             raise TalkingFaceError(f"{what} file '{path}' does not exist")
-    pipe = load(args.checkpoints, device=args.device)
+    if not 0.0 <= args.keep_expression <= 1.0:  # also false for nan
+        raise TalkingFaceError(f"--keep-expression must be between 0 and 1, got {args.keep_expression}")
+    pipe = load(args.checkpoints, device=args.device, **({"texture": args.texture} if args.texture else {}))
     speech, phonemes = _speech(args)
     if args.video is not None:
         return _dub(args, pipe, speech, phonemes)
     options = RenderOptions(face_index=args.face, max_size=args.max_size or 1280,
-                            silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf)
+                            silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf,
+                            keep_expression=args.keep_expression)
     bar, progress = _bar(args, "render")
 
     try:

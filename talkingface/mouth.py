@@ -325,14 +325,31 @@ def is_greyscale(image: np.ndarray, box: tuple[int, int, int, int] | None = None
 
 
 def match_colour(source: InteriorSource, target_crop: np.ndarray, grey: bool) -> InteriorSource:
-    """A donor interior adjusted to the target: greyscale for a black-and-white face, and the brightness of
-    the skin around the mouth."""
+    """A donor interior adjusted to the target face: the donor's lighting (its skin's colour and brightness)
+    turned into the target's by a gain per channel, so teeth lit by a yellow lamp do not come out orange on a
+    face in daylight; greyscale for a black-and-white face."""
     rgb = source.crop.astype(np.float32)
+    around = cv2.dilate((source.hole > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    d_skin = np.median(rgb[around], axis=0) + 1.0
+    t_skin = np.median(target_crop.reshape(-1, 3).astype(np.float32), axis=0) + 1.0
+    rgb = rgb * np.clip(t_skin / d_skin, 0.5, 2.0)[None, None, :]
     if grey:
         rgb = np.repeat(rgb.mean(2, keepdims=True), 3, axis=2)
-    gain = float(np.clip((target_crop.astype(np.float32).mean() + 1) / (source.crop.astype(np.float32).mean() + 1),
-                         0.6, 1.4))
-    return InteriorSource(np.clip(rgb * gain, 0, 255).astype(np.uint8), source.points)
+    return InteriorSource(np.clip(rgb, 0, 255).astype(np.uint8), source.points)
+
+
+def teeth_score(source: InteriorSource) -> float:
+    """How much the upper part of the opening looks like teeth: bright and colourless against the skin around
+    it (about 1 for clearly visible upper teeth, below 0.4 for a dark cavity or a tongue)."""
+    rgb = source.crop.astype(np.float32)
+    lum = rgb.mean(2)
+    sat = (rgb.max(2) - rgb.min(2)) / (lum + 1.0)
+    around = cv2.dilate((source.hole > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    upper = (source.hole > 0.5) & (source.upper > 0.5)
+    if upper.sum() < 12 or not around.any():
+        return 0.0
+    skin_lum, skin_sat = float(np.median(lum[around])) + 1.0, float(np.median(sat[around])) + 1e-3
+    return float(np.percentile(lum[upper], 80) / skin_lum - 0.5 * np.percentile(sat[upper], 20) / skin_sat)
 
 
 def load_donors() -> list[InteriorSource]:

@@ -235,7 +235,7 @@ class Pipeline:
     def photo_interior(self, img: np.ndarray, det: face.DetectedFace, frame: face.FaceFrame
                        ) -> mouth.InteriorSource | None:
         """Where a photo's mouth interior comes from: the photo itself when its mouth is open (its own teeth),
-        else the most open shipped donor, colour-matched (greyscale for a black-and-white photo)."""
+        else a wide-open shipped donor showing its teeth, colour-matched (greyscale for a black-and-white photo)."""
         a_int = mouth.crop_affine(frame, mouth.INTERIOR_SIZE)
         crop = mouth.aligned_crop(img, a_int, mouth.INTERIOR_SIZE)
         own = mouth.InteriorSource(crop, face.apply_affine(det.landmarks, a_int))
@@ -244,7 +244,9 @@ class Pipeline:
         donors = self.donors()
         if not donors:
             return None
-        best = max(donors, key=lambda d: d.opening)
+        # a wide-open donor that shows its upper teeth (not a tongue or a dark cavity)
+        wide = [d for d in donors if d.opening >= 0.6 * max(d.opening for d in donors)]
+        best = max(wide, key=mouth.teeth_score)
         return mouth.match_colour(best, crop, mouth.is_greyscale(img, det.box))
 
     def _photo_painter(self, img, det, frame, own):
