@@ -182,3 +182,24 @@ class AudioEncoder:
         if self._whisper is not None:
             return self._whisper(audio)
         return logmel_features(audio)
+
+
+MIN_SPEECH_SECONDS = 0.2  # shorter audio is refused: five video frames, too short to say anything
+
+
+def check_speech(wav: np.ndarray, name: str) -> np.ndarray:
+    """Refuse audio that cannot drive a mouth (too short, not finite, silent); returns its speech_energy.
+
+    Raises errors.InputError (too short, bad samples) or errors.SilentAudioError, naming ``name``."""
+    from .errors import InputError, SilentAudioError
+
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds < MIN_SPEECH_SECONDS:
+        raise InputError(f"audio {name} is too short: {seconds:.2f} s (at least {MIN_SPEECH_SECONDS:g} s of "
+                         f"speech is needed)")
+    if not np.isfinite(wav).all():
+        raise InputError(f"audio {name} has samples that are not finite numbers (NaN or infinity)")
+    energy = speech_energy(wav)
+    if float(np.max(np.abs(wav))) < 1e-4 or not voice_activity(energy).any():
+        raise SilentAudioError(f"audio {name} is silent: there is no speech to lip-sync")
+    return energy

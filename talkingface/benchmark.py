@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from . import media
+from .checkpoints import shipped
 from .pipeline import load
 
-DEMO = Path(__file__).resolve().parent.parent / "demo"
+DEMO = shipped("demo")
 STAGES = ("load", "face", "audio_features", "landmarks", "texture", "composite", "encode")
 
 
@@ -43,7 +44,7 @@ def make_test_video(path: str, seconds: float, size: int) -> tuple[int, int]:
     """Write the GRID fixture scaled to ``size`` (512 or 720), ping-ponged to ``seconds``, streaming."""
     import cv2
 
-    src = list(media.iter_video_frames(DEMO.parent / "tests" / "fixtures" / "grid_lwbsza.mp4", fps=25))
+    src = list(media.iter_video_frames(shipped("fixtures") / "grid_lwbsza.mp4", fps=25))
     w, h = (512, 512) if size == 512 else (1280, 720)
     sh, sw = src[0].shape[:2]
     k = h / sh

@@ -4,6 +4,12 @@ A checkpoint file holds the tensors of one module and, in the safetensors metada
 model's frozen config dataclass as JSON), ``model`` (its kind) and free-form ``info`` (training facts).
 ``checkpoints/MANIFEST.json`` maps a versioned name (``landmarks-v1``) to its file and SHA-256; every
 load through the manifest verifies the hash first. Pickles are never read.
+
+Where shipped files are (:func:`shipped`, the one resolver every module uses): in a source checkout, the
+repository's ``checkpoints/``, ``demo/`` and ``tests/fixtures/``; in an installed wheel, the same files inside the
+package, ``talkingface/shipped/{checkpoints,demo,fixtures}`` (package data: pyproject.toml maps those folders
+into the wheel, everything in ``checkpoints/`` included). An installed talkingface therefore works from any
+folder, offline.
 """
 from __future__ import annotations
 
@@ -21,7 +27,19 @@ from safetensors.torch import save_file
 from .errors import CheckpointError
 
 FORMAT_VERSION = "1"
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+_PACKAGE = Path(__file__).resolve().parent
+# shipped data -> its folder in the repository (the wheel holds it in talkingface/shipped/<name>)
+SHIPPED = {"checkpoints": "checkpoints", "demo": "demo", "fixtures": "tests/fixtures"}
+
+
+def shipped(name: str) -> Path:
+    """Folder of shipped data: ``checkpoints`` (weights + MANIFEST.json), ``demo`` (the example photo and
+    speech) or ``fixtures`` (the GRID clip the page's dubbing example and the benchmark use)."""
+    inside = _PACKAGE / "shipped" / name  # an installed wheel
+    return inside if inside.is_dir() else _PACKAGE.parent / SHIPPED[name]  # a source checkout (also editable)
+
+
+DEFAULT_DIR = shipped("checkpoints")
 C = TypeVar("C")
 
 

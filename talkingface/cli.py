@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
+from .checks import MAX_FACES, arg
 from .errors import TalkingFaceError
 
 EPILOG = "Everything runs offline with the weights in checkpoints/. Errors name the file and exit with status 1."
@@ -31,11 +33,12 @@ def _add_dub_options(g) -> None:
                    help="when the speech is longer than the video: play it back and forth (pingpong, default), "
                         "loop, or freeze the last frame; a shorter speech always cuts the video. trim: the "
                         "shorter of the two; video: keep the video's length (speech cut or padded with silence)")
-    g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
+    g.add_argument("--fps", type=arg("fps"), default=None, help="output frame rate, 1-120 (default: the input's)")
     g.add_argument("--adapt", action="store_true",
                    help="first fine-tune the mouth generator on this video's own frames (slower, sharper)")
-    g.add_argument("--adapt-steps", type=int, default=150, help="fine-tuning steps with --adapt (default 150)")
-    g.add_argument("--max-angle", type=float, default=35.0,
+    g.add_argument("--adapt-steps", type=arg("adapt_steps"), default=150,
+                   help="fine-tuning steps with --adapt (default 150)")
+    g.add_argument("--max-angle", type=arg("max_angle"), default=35.0,
                    help="frames with the head turned more than this (yaw/pitch, degrees) pass through (default 35)")
 
 
@@ -90,21 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     face_src.add_argument("--video", help="video of a person to dub: only the mouth region changes")
     _add_speech_options(r, audio_flag=True)
     r.add_argument("-o", "--output", required=True, help="output .mp4 path (its folder must exist)")
-    r.add_argument("--face", type=int, default=None, metavar="N",
-                   help="which face when there are several: 0 = largest (default), 1 = next, ...")
-    r.add_argument("--max-size", type=int, default=None,
-                   help="longer side of the output in px (default: 1280 for photos, the input's size for videos)")
-    r.add_argument("--motion", type=float, default=1.0, help="scale of the mouth motion (default 1.0)")
+    r.add_argument("--face", type=arg("face_index"), default=None, metavar="N",
+                   help=f"which face when there are several: 0 = largest (default), 1 = next, ... "
+                        f"(up to {MAX_FACES} faces are found)")
+    r.add_argument("--max-size", type=arg("max_size"), default=None,
+                   help="longer side of the output in px, 64-8192 (default: 1280 for photos, the input's size for "
+                        "videos)")
+    r.add_argument("--motion", type=arg("motion_scale"), default=1.0,
+                   help="scale of the mouth motion, 0-2 (default 1.0)")
     r.add_argument("--no-silence-gate", action="store_true", help="do not force the mouth to rest in silence")
     r.add_argument("--texture", choices=["mouth-v2", "warp", "texture-v1"], default=None,
                    help="how the mouth is painted: mouth-v2 (the person's own pixels warped at full resolution, the "
                         "opening filled from real mouths, refined by a small network), warp (the same without the "
                         "network), texture-v1 (the first version's 128 px generator; needed for --adapt). "
                         "Default: the shipped default model")
-    r.add_argument("--keep-expression", type=float, default=0.0, metavar="K",
+    r.add_argument("--keep-expression", type=arg("keep_expression"), default=0.0, metavar="K",
                    help="photo mode: how much of the photo's own mouth expression (an open smile, say) to keep "
                         "under the speech, 0 = rest on a neutral closed mouth (default) .. 1 = keep it all")
-    r.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    r.add_argument("--crf", type=arg("crf"), default=18, help="H.264 quality 0-51, lower is better (default 18)")
     r.add_argument("--landmarks-json", default=None, metavar="PATH",
                    help="also write the per-frame mouth landmarks (image pixels) as JSON")
     dub = r.add_argument_group("dubbing (with --video)")
@@ -134,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --ray and --device cuda: GPUs each Ray worker declares (default 1; 0.5 shares one)")
     bt.add_argument("--allow-outside-out-dir", action="store_true",
                     help="let a job's output (absolute or with '..') be written outside --out-dir; refused otherwise")
-    bt.add_argument("--face", type=int, default=None, metavar="N", help="default face index for every job")
-    bt.add_argument("--max-size", type=int, default=None, help="default longer side of the outputs")
+    bt.add_argument("--face", type=arg("face_index"), default=None, metavar="N",
+                    help="default face index for every job")
+    bt.add_argument("--max-size", type=arg("max_size"), default=None, help="default longer side of the outputs")
     _add_dub_options(bt)
     _add_common(bt)
 
@@ -158,11 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--format", choices=["json", "csv", "tsv"], default=None,
                     help="output format (default: from the output's extension). csv/tsv also write "
                          "<name>.visemes.csv/.tsv")
-    ls.add_argument("--fps", type=float, default=25.0, help="frames per second of the export (default 25)")
+    ls.add_argument("--fps", type=arg("fps"), default=25.0, help="frames per second of the export (default 25)")
     ls.add_argument("--image", default=None,
                     help="a photo: use its resting mouth and export in its pixels (default: a generic face in "
                          "pose-normalized centimetres)")
-    ls.add_argument("--face", type=int, default=None, metavar="N", help="which face of --image (0 = largest)")
+    ls.add_argument("--face", type=arg("face_index"), default=None, metavar="N",
+                    help="which face of --image (0 = largest)")
     ls.add_argument("--no-silence-gate", action="store_true", help="do not force the mouth to rest in silence")
     _add_common(ls)
 
@@ -221,7 +229,8 @@ def _add_speech_options(p: argparse.ArgumentParser, *, audio_flag: bool) -> None
     t.add_argument("--voice", default=None,
                    help="voice name, language code (es, fr-fr, de, ...) or a Piper .onnx path; "
                         "`talkingface voices` lists them (default: joe, US English, neural)")
-    t.add_argument("--rate", type=float, default=1.0, help="speaking rate, 1.0 normal, 1.5 faster (default 1.0)")
+    t.add_argument("--rate", type=arg("rate"), default=1.0,
+                   help="speaking rate, 0.25-4, 1.0 normal, 1.5 faster (default 1.0)")
     t.add_argument("--save-audio", metavar="PATH", default=None, help="also keep the synthesized speech (.wav)")
     a = p.add_argument_group("phoneme timing")
     a.add_argument("--transcript", default=None,
@@ -274,15 +283,76 @@ def _speech(args: argparse.Namespace):
     return args.audio, align.align(media.load_audio(args.audio), transcript)
 
 
-def _write_landmarks_json(path: str, fps: float, mouth) -> None:
+def _write_landmarks_json(path: str, fps: float, mouth, video: str) -> None:
+    """Write the mouth track beside the video just written; if that fails, remove the video too (both or
+    neither)."""
     import json
 
     import numpy as np
 
     frames = [None if not np.isfinite(m).all() else m.round(2).tolist() for m in mouth]
-    with open(path, "w") as f:
-        json.dump({"fps": fps, "points": "face.MOUTH (59 FaceMesh ids: lips outer, lips inner, jaw)",
-                   "frames": frames}, f)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"fps": fps, "points": "face.MOUTH (59 FaceMesh ids: lips outer, lips inner, jaw)",
+                       "frames": frames}, f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        for p in (tmp, video):
+            try:
+                os.remove(p)
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise TalkingFaceError(f"could not write --landmarks-json '{path}': {e.strerror or e}; the video was "
+                                   f"removed too") from e
+        raise
+
+
+def _check_render(args: argparse.Namespace) -> None:
+    """Everything about a render that can be checked cheaply, before any model is loaded: numbers (parsed by
+    argparse already), option combinations, the inputs (exist, decode, big enough, audible) and the outputs
+    (writable, a kind the encoder writes, none of them an input)."""
+    from . import checks, media
+
+    if args.image is not None and args.fps is not None:
+        raise TalkingFaceError("--fps applies to dubbing (--video); a photo render is always 25 fps")
+    if args.image is not None and (args.adapt or args.face_point):
+        raise TalkingFaceError("--adapt and --face-point apply to dubbing (--video); with --image use --face N")
+    inputs = [("image", args.image), ("video", args.video), ("audio", args.audio),
+              ("text", getattr(args, "text_file", None)), ("transcript", args.transcript_file)]
+    for kind, path in inputs:
+        if path is not None and not os.path.exists(path):
+            raise TalkingFaceError(f"{kind} file '{path}' does not exist")
+    checks.output_file(args.output, inputs=inputs)
+    outputs = [("output video", args.output)]
+    if args.landmarks_json:
+        checks.output_file(args.landmarks_json, inputs=inputs + outputs, suffixes=None, what="--landmarks-json")
+        outputs.append(("--landmarks-json", args.landmarks_json))
+    if args.save_audio:
+        checks.output_file(args.save_audio, inputs=inputs + outputs, suffixes=(".wav",), what="--save-audio")
+    if args.image is not None:
+        from . import face
+
+        img = media.load_image(args.image)
+        face.check_image_size(img.shape[1], img.shape[0], args.image)
+    if args.video is not None:
+        from . import face
+
+        info = media.probe(args.video)
+        if not info.has_video or info.display_size is None:
+            raise TalkingFaceError(f"'{args.video}' has no video stream to dub")
+        face.check_image_size(*info.display_size, args.video)
+    if args.audio is not None:
+        from . import audio
+
+        audio.check_speech(media.load_audio(args.audio, max_seconds=3 * 3600.0), args.audio)
+    elif args.text is not None or args.text_file is not None:
+        from . import tts
+
+        tts.resolve_voice(args.voice)
+        if args.text is not None:
+            tts.check_text(args.text)
 
 
 def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
@@ -299,7 +369,7 @@ def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
     finally:
         bar.close()
     if args.landmarks_json:
-        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks)
+        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks, result.output)
     t = result.timings
     if result.n_faces > 1:
         how = f"face {args.face}" if args.face is not None else (
@@ -341,20 +411,20 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    _check_render(args)  # a mistake is reported in a second, not after loading the models
+    speech, phonemes = _speech(args)
     from .pipeline import RenderOptions, load
 
-    for path, what in ((args.image, "image"), (args.video, "video"), (args.audio, "audio")):
-        if path is not None and not os.path.exists(path):
-            raise TalkingFaceError(f"{what} file '{path}' does not exist")
-    if not 0.0 <= args.keep_expression <= 1.0:  # also false for nan
-        raise TalkingFaceError(f"--keep-expression must be between 0 and 1, got {args.keep_expression}")
+    options = None
+    if args.video is None:
+        options = RenderOptions(face_index=args.face, max_size=1280 if args.max_size is None else args.max_size,
+                                silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf,
+                                keep_expression=args.keep_expression)
+    else:
+        _dub_options(args)  # checked before loading
     pipe = load(args.checkpoints, device=args.device, **({"texture": args.texture} if args.texture else {}))
-    speech, phonemes = _speech(args)
     if args.video is not None:
         return _dub(args, pipe, speech, phonemes)
-    options = RenderOptions(face_index=args.face, max_size=args.max_size or 1280,
-                            silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf,
-                            keep_expression=args.keep_expression)
     bar, progress = _bar(args, "render")
 
     try:
@@ -363,7 +433,7 @@ def _render(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.landmarks_json:
-        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks)
+        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks, result.output)
     t = result.timings
     if result.n_faces > 1:
         chosen = 0 if args.face is None else args.face
@@ -388,12 +458,18 @@ def _lipsync(args: argparse.Namespace) -> int:
     from . import align, lipsync, media
     from .pipeline import load
 
+    from . import checks
+
     fmt = lipsync.format_of(args.output, args.format)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise TalkingFaceError(f"output folder '{out_dir}' does not exist (for '{args.output}')")
-    if args.image is not None and not os.path.exists(args.image):
-        raise TalkingFaceError(f"image file '{args.image}' does not exist")
+    inputs = [("image", args.image), ("audio", args.audio), ("text", args.text_file),
+              ("transcript", args.transcript_file)]
+    for kind, path in inputs:
+        if path is not None and not os.path.exists(path):
+            raise TalkingFaceError(f"{kind} file '{path}' does not exist")
+    checks.output_file(args.output, inputs=inputs, suffixes=None)
+    if args.save_audio:
+        checks.output_file(args.save_audio, inputs=inputs + [("output", args.output)], suffixes=(".wav",),
+                           what="--save-audio")
     speech, phonemes = _speech(args)
     wav = media.load_audio(speech)
     timing = "none"
@@ -417,7 +493,33 @@ def _lipsync(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that it unwinds like Ctrl-C: workers stopped, temporaries removed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not interrupt the clean-up
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        if threading_main():
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        return _main(argv)
+    except KeyboardInterrupt as e:  # also while the first imports run
+        print(f"talkingface: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; no output was written",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -446,9 +548,6 @@ def main(argv: list[str] | None = None) -> int:
     except TalkingFaceError as e:
         print(f"talkingface: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("talkingface: interrupted; no output was written", file=sys.stderr)
-        return 130
     return 2
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +32,9 @@ import torch
 from scipy.ndimage import median_filter
 
 from . import audio as audio_mod
-from . import face, media, metrics, mouth, tracking
+from . import checks, face, media, metrics, mouth, tracking
 from .composite import Compositor
-from .errors import InputError, SilentAudioError
+from .errors import InputError
 from .texture import draw_sketch, generator_mask, lip_weight_map, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ class DubOptions:
     def __post_init__(self):
         if self.length not in LENGTH_POLICIES:
             raise InputError(f"length policy '{self.length}' is not one of {', '.join(LENGTH_POLICIES)}")
-        if self.fps is not None and not 1 <= self.fps <= 120:
-            raise InputError(f"fps must be between 1 and 120, got {self.fps}")
-        if self.max_size is not None and self.max_size < 64:
-            raise InputError(f"max_size must be at least 64 px, got {self.max_size}")
+        checks.fields(self, ("face_index", "fps", "max_size", "max_angle", "adapt_steps", "motion_scale", "smooth",
+                             "batch_size", "crf", "max_seconds"))
+        if self.face_point is not None and not all(math.isfinite(float(v)) for v in self.face_point):
+            raise InputError(f"face_point must be two finite pixel coordinates, got {self.face_point}")
 
 
 @dataclass
@@ -398,15 +399,9 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     else:
         aud_name = str(audio)
         wav = media.load_audio(audio, max_seconds=options.max_seconds)
-    if len(wav) < audio_mod.SAMPLE_RATE * 0.2:
-        raise InputError(f"audio {aud_name} is {len(wav) / audio_mod.SAMPLE_RATE:.2f} s long; at least 0.2 s needed")
-    energy = audio_mod.speech_energy(wav)
-    if float(np.max(np.abs(wav))) < 1e-4 or not audio_mod.voice_activity(energy).any():
-        raise SilentAudioError(f"audio {aud_name} is silent: there is no speech to lip-sync")
-    max_side = options.max_size
-    w0, h0 = info.display_size
-    if max_side is None and (w0 % 2 or h0 % 2):
-        max_side = max(w0, h0) - max(w0, h0) % 2  # H.264 needs even sides: let the decoder scale to even
+    energy = audio_mod.check_speech(wav, aud_name)
+    max_side = options.max_size  # None: the input's size, odd sides too (the writer pads them to even)
+    face.check_image_size(*info.display_size, vpath)
     timings["load"] = time.perf_counter() - t_start
 
     # pass 1: track the face through the whole video
@@ -422,7 +417,7 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     # the first frame shows (one, usually), so a one-person video is tracked at full speed
     n_first = len(pipe.tracker.detect(first))
     want = max(1, n_first, (options.face_index or 0) + 1)
-    vt = face.FaceTracker(static=False, max_faces=min(4, want))
+    vt = face.FaceTracker(static=False, max_faces=min(checks.MAX_FACES, want))
     try:
         track = tracking.track_video(
             itertools.chain([first], decoded), fps=fps, video_tracker=vt,
@@ -491,7 +486,8 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     if output is not None:
         audio_arg = audio if (not isinstance(audio, np.ndarray) and n_samples <= len(wav)) else wav_out
         writer = media.VideoWriter(output, fps, track.width, track.height, audio=audio_arg,
-                                   audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration)
+                                   audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration,
+                                   pad_odd=True)
         writer.open()
     counts = {"dubbed": 0, "no_face": 0, "turned": 0}
     # decoding the next batch and encoding the previous one run in two threads while the generator paints this

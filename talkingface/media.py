@@ -571,6 +571,11 @@ class VideoWriter:
     when the block exits normally and ffmpeg succeeds; otherwise ffmpeg is killed,
     the temp file removed and nothing appears at ``path``. ``duration`` (seconds)
     cuts the output with ``-t``; frames beyond it are dropped (not counted).
+
+    H.264 in yuv420p (what every player plays) needs even sides. An odd ``width`` or
+    ``height`` is refused unless ``pad_odd``: then frames are still written at
+    ``width`` x ``height`` and encoded one pixel larger, the last column/row repeated
+    (every input pixel is kept; the padding is logged).
     """
 
     def __init__(
@@ -585,12 +590,13 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "veryfast",
         duration: float | None = None,
+        pad_odd: bool = False,
     ) -> None:
         if not fps or not fps > 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
         if int(width) != width or int(height) != height or width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive integers, got {width}x{height}")
-        if width % 2 or height % 2:
+        if (width % 2 or height % 2) and not pad_odd:
             raise ValueError(
                 f"width and height must be even for H.264/yuv420p, got {width}x{height}; "
                 "pad or crop the frames"
@@ -603,6 +609,12 @@ class VideoWriter:
         self.fps = float(fps)
         self.width = int(width)
         self.height = int(height)
+        self.encoded_size = (self.width + self.width % 2, self.height + self.height % 2)
+        if self.encoded_size != (self.width, self.height):
+            logger.warning("'%s': frames of %dx%d are encoded as %dx%d (H.264 needs even sides; the last %s "
+                           "repeated)", self.path, self.width, self.height,
+                           *self.encoded_size, " and ".join(n for n, odd in (("column", self.width % 2),
+                                                                              ("row", self.height % 2)) if odd))
         self.audio = audio
         self.audio_sr = int(audio_sr)
         self.crf = int(crf)
@@ -655,7 +667,7 @@ class VideoWriter:
             args = [
                 ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                 "-f", "rawvideo", "-pix_fmt", "rgb24",
-                "-s", f"{self.width}x{self.height}", "-framerate", _rate_str(self.fps),
+                "-s", "{}x{}".format(*self.encoded_size), "-framerate", _rate_str(self.fps),
                 "-i", "pipe:0",
             ]
             if isinstance(self.audio, np.ndarray):
@@ -713,6 +725,9 @@ class VideoWriter:
             self._dropped += 1
             return
         assert self._proc.stdin is not None
+        if self.encoded_size != (self.width, self.height):
+            ew, eh = self.encoded_size
+            frame = np.pad(frame, ((0, eh - self.height), (0, ew - self.width), (0, 0)), mode="edge")
         try:
             self._proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
         except (BrokenPipeError, ValueError) as e:

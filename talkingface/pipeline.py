@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import checkpoints, face, media, mouth
+from . import checkpoints, checks, face, media, mouth
 from .composite import Compositor
-from .errors import InputError, SilentAudioError
+from .errors import InputError
 from .landmarks import LandmarkConfig, LandmarkModel
 from .texture import MouthGenerator, TextureConfig, draw_sketch, generator_mask, to_tensor, to_uint8
 
@@ -45,6 +45,10 @@ class RenderOptions:
     batch_size: int = 16  # frames per generator call
     crf: int = 18  # H.264 quality (lower = better, bigger)
     max_audio_seconds: float = 3 * 3600.0
+
+    def __post_init__(self):  # every number in its documented range (talkingface.checks.RANGES)
+        checks.fields(self, ("face_index", "max_size", "motion_scale", "keep_expression", "batch_size", "crf",
+                             "max_audio_seconds"))
 
 
 @dataclass
@@ -99,7 +103,7 @@ class Pipeline:
     @property
     def tracker(self) -> face.FaceTracker:
         if self._tracker is None:
-            self._tracker = face.FaceTracker(static=True, max_faces=4)
+            self._tracker = face.FaceTracker(static=True, max_faces=checks.MAX_FACES)
         return self._tracker
 
     def analyze_face(self, image: np.ndarray, source: str, face_index: int | None) -> tuple[face.DetectedFace, int]:
@@ -160,6 +164,7 @@ class Pipeline:
         img = media.load_image(image) if not isinstance(image, np.ndarray) else image
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise InputError(f"image {img_name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")
+        face.check_image_size(img.shape[1], img.shape[0], img_name)
         img = self._fit_size(img, options.max_size)
         if isinstance(audio, np.ndarray):
             wav = audio.astype(np.float32).reshape(-1)
@@ -167,9 +172,7 @@ class Pipeline:
                 raise InputError("audio array is empty")
         else:
             wav = media.load_audio(audio, max_seconds=options.max_audio_seconds)
-        energy = audio_mod.speech_energy(wav)
-        if float(np.max(np.abs(wav))) < 1e-4 or not audio_mod.voice_activity(energy).any():
-            raise SilentAudioError(f"audio {aud_name!s} is silent: there is no speech to lip-sync")
+        energy = audio_mod.check_speech(wav, aud_name)
         timings["load"] = time.perf_counter() - t_start
 
         # 2. the face: landmarks, pose, resting mouth

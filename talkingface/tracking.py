@@ -181,7 +181,7 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
         thumbs.append(thumbnail(frame))
         faces = video_tracker.detect(frame)
         if not faces and photo_tracker is not None and lost % 5 == 0:
-            faces = photo_tracker.detect(frame)
+            faces = photo_tracker.detect(frame, tiles=False)  # fast: every 5th lost frame
         n_faces_max = max(n_faces_max, len(faces))
         chosen = choose_face(faces, index=face_index, point=face_point, previous=previous)
         if chosen is None:
@@ -238,6 +238,8 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
     if n == 0:
         raise NoFaceError(f"'{source}' has no video frames")
     valid_a = np.array(valid, bool)
+    if n_faces_max == 0:
+        raise NoFaceError(f"no face found in any of the {n} frames of '{source}'")
     if face_index is not None and face_index >= n_faces_max:
         raise NoFaceError(f"face index {face_index} requested but '{source}' shows at most {n_faces_max} face(s)")
     if not valid_a.any():

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoints import shipped
 from .errors import InputError, NoFaceError, TalkingFaceError
 from .pipeline import Pipeline, RenderOptions
 
@@ -40,11 +41,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # offline tool: no analytics, 
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_PHOTO = ROOT / "demo" / "astronaut.jpg"  # NASA portrait, public domain
-EXAMPLE_AUDIO = ROOT / "demo" / "grid_lwbsza.wav"  # GRID corpus, CC BY 4.0
-EXAMPLE_DUB_VIDEO = ROOT / "tests" / "fixtures" / "grid_lwbsza.mp4"  # GRID corpus, CC BY 4.0
-EXAMPLE_DUB_AUDIO = ROOT / "demo" / "grid_sbwe5n.wav"  # another GRID sentence, for the dub example
+EXAMPLE_PHOTO = shipped("demo") / "astronaut.jpg"  # NASA portrait, public domain
+EXAMPLE_AUDIO = shipped("demo") / "grid_lwbsza.wav"  # GRID corpus, CC BY 4.0
+EXAMPLE_DUB_VIDEO = shipped("fixtures") / "grid_lwbsza.mp4"  # GRID corpus, CC BY 4.0
+EXAMPLE_DUB_AUDIO = shipped("demo") / "grid_sbwe5n.wav"  # another GRID sentence, for the dub example
 EXAMPLE_TEXT = "Hello! I was a still photo a moment ago, and now I can talk to you."
 
 # output size: the longer side of the video in pixels (RenderOptions.max_size / DubOptions.max_size)

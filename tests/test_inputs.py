@@ -1,0 +1,313 @@
+"""Bad input of every kind is refused early, clearly and without losing anything (issue 10's cases)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkingface import audio, checks, face, media
+from talkingface.errors import InputError, SilentAudioError, TalkingFaceError
+
+ROOT = Path(__file__).resolve().parent.parent
+GLOG = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": str(ROOT)}
+
+
+def _cli(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "talkingface", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env or GLOG)
+
+
+def _error_line(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr  # one clear line, no traceback, no native log noise
+    return lines[0]
+
+
+# --- fast start, lazy imports --------------------------------------------------------------------------------
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys, talkingface, talkingface.cli as c; c.build_parser(); "
+            "heavy = [m for m in ('torch', 'cv2', 'mediapipe', 'scipy', 'gradio', 'ctranslate2') if m in sys.modules]; "
+            "assert not heavy, heavy; print(talkingface.InputError.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "InputError", r.stderr
+    t0 = time.perf_counter()
+    r = _cli("render", "--help")
+    assert r.returncode == 0 and "--landmarks-json" in r.stdout
+    assert time.perf_counter() - t0 < 3.0  # was 4 s with torch imported at start (here: a loaded 2-core box)
+
+
+def test_lazy_names_still_resolve():
+    import talkingface
+
+    assert talkingface.RenderOptions.__module__ == "talkingface.pipeline"
+    assert talkingface.media is media
+    with pytest.raises(AttributeError):
+        talkingface.no_such_name  # noqa: B018
+
+
+# --- numbers -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", [("--motion", "nan"), ("--motion", "inf"), ("--motion", "10000"),
+                                    ("--motion", "-1"), ("--crf", "99"), ("--face", "-1"), ("--face", "10"),
+                                    ("--max-size", "1"), ("--max-size", "0"), ("--max-size", "-5"),
+                                    ("--fps", "nan"), ("--max-angle", "1e309")])
+def test_bad_numbers_are_usage_errors(tmp_path, option, astronaut_path, grid_wav_path):
+    r = _cli("render", "--image", astronaut_path, "--audio", grid_wav_path, "-o", tmp_path / "o.mp4", *option)
+    assert r.returncode == 2 and f"argument {option[0]}" in r.stderr and "must be" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_are_checked_in_the_api_too():
+    from talkingface import DubOptions, RenderOptions
+
+    for bad in ({"motion_scale": float("nan")}, {"motion_scale": 1e309}, {"crf": 99}, {"max_size": 1},
+                {"face_index": -1}, {"face_index": checks.MAX_FACES}, {"batch_size": 0}):
+        with pytest.raises(InputError):
+            RenderOptions(**bad)
+    for bad in ({"fps": float("nan")}, {"max_angle": -1}, {"adapt_steps": 0}, {"face_point": (float("nan"), 3)},
+                {"max_size": 10}, {"motion_scale": float("inf")}):
+        with pytest.raises(InputError):
+            DubOptions(**bad)
+    assert RenderOptions(max_size=64, motion_scale=0.0, crf=0).crf == 0
+
+
+def test_speech_checks_name_the_problem():
+    with pytest.raises(InputError, match=r"too short: 0\.10 s"):
+        audio.check_speech(np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32), "a.wav")
+    with pytest.raises(SilentAudioError, match="silent"):
+        audio.check_speech(np.zeros(16000, np.float32), "b.wav")
+    with pytest.raises(InputError, match="not finite"):
+        audio.check_speech(np.full(16000, np.nan, np.float32), "c.wav")
+
+
+# --- inputs and outputs checked before the models load --------------------------------------------------------
+
+
+@pytest.fixture
+def workdir(tmp_path, astronaut_path, grid_wav_path, grid_video_path):
+    for src in (astronaut_path, grid_wav_path, grid_video_path):
+        (tmp_path / Path(src).name).write_bytes(Path(src).read_bytes())
+    (tmp_path / "speech.mp4").write_bytes(Path(grid_video_path).read_bytes())  # audio in an mp4
+    return tmp_path
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--video", "grid_lwbsza.mp4", "--audio", "grid_lwbsza.wav", "-o", "grid_lwbsza.mp4"], "is the video file"),
+    (["--video", "grid_lwbsza.mp4", "--audio", "grid_lwbsza.wav", "-o", "x/../grid_lwbsza.mp4"], "is the video"),
+    (["--image", "astronaut.jpg", "--audio", "speech.mp4", "-o", "speech.mp4"], "is the audio file"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "out.png"], "extension .png"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "astronaut.jpg/o.mp4"], "is not a folder"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--landmarks-json", "no/m.json"],
+     "does not exist"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--landmarks-json",
+      "grid_lwbsza.wav"], "is the audio file"),
+    (["--image", "astronaut.jpg", "--text", "Hello there.", "-o", "o.mp4", "--save-audio", "o.mp4"],
+     "extension .mp4"),
+    (["--image", "astronaut.jpg", "--text", "Hello there.", "--voice", "xx-nonexistent", "-o", "o.mp4"],
+     "unknown voice"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--fps", "30"], "--fps applies"),
+])
+def test_mistakes_are_refused_at_once_and_nothing_is_lost(workdir, args, expected):
+    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    t0 = time.perf_counter()
+    r = _cli("render", *args, cwd=workdir)
+    took = time.perf_counter() - t0
+    assert r.returncode == 1 and expected in _error_line(r), r.stderr
+    assert took < 8, took  # no model was loaded (that alone takes 5-15 s here)
+    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before  # inputs intact, nothing new
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_unwritable_output_folder(tmp_path, astronaut_path, grid_wav_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="not writable"):
+            checks.output_file(ro / "o.mp4")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_tiny_images_and_short_audio_named(tmp_path, astronaut_path, grid_wav_path, pipeline):
+    from PIL import Image
+
+    for w, h in ((1, 1), (1, 300), (300, 1), (20, 200)):
+        p = tmp_path / f"tiny_{w}x{h}.png"
+        Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(p)
+        r = _cli("render", "--image", p, "--audio", grid_wav_path, "-o", tmp_path / "o.mp4")
+        assert r.returncode == 1 and f"{w}x{h} px: too small to hold a face" in _error_line(r)
+        with pytest.raises(InputError, match=f"{w}x{h} px"):  # the API, with an array
+            pipeline.render(np.full((h, w, 3), 128, np.uint8), grid_wav_path)
+    short = tmp_path / "short.wav"
+    import wave
+
+    with wave.open(str(short), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(1600) / 5) * 8000).astype(np.int16).tobytes())
+    r = _cli("render", "--image", astronaut_path, "--audio", short, "-o", tmp_path / "o.mp4")
+    assert r.returncode == 1 and "too short: 0.10 s" in _error_line(r)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_landmarks_json_failing_removes_the_video_too(tmp_path):
+    from talkingface.cli import _write_landmarks_json
+
+    video = tmp_path / "o.mp4"
+    video.write_bytes(b"video")
+    gone = tmp_path / "gone"
+    with pytest.raises(TalkingFaceError, match="landmarks-json"):
+        _write_landmarks_json(str(gone / "m.json"), 25, np.zeros((3, 59, 2)), str(video))
+    assert list(tmp_path.iterdir()) == []  # both or neither
+    _write_landmarks_json(str(tmp_path / "m.json"), 25, np.zeros((3, 59, 2)), str(video))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+# --- interruption ---------------------------------------------------------------------------------------------
+
+
+def _render_proc(tmp_path, astronaut_path, grid_wav_path):
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir(), tmp.mkdir()
+    env = {**GLOG, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "talkingface", "render", "--image", astronaut_path, "--text",
+                             "Hello there. This sentence is long enough to still be rendering when it stops. " * 3,
+                             "-o", str(out / "talk.mp4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    return proc, out, tmp
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_signal_while_writing_leaves_nothing(tmp_path, astronaut_path, grid_wav_path, sig, code, word):
+    """SIGTERM (like Ctrl-C) while the encoder writes: workers stopped, the hidden output and the writer's and
+    the speech's temporary folders removed, one line, non-zero exit."""
+    proc, out, tmp = _render_proc(tmp_path, astronaut_path, grid_wav_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any(p.name.startswith(".talk.tmp-") for p in out.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert any(tmp.iterdir())  # the writer's (and the speech's) temporary folders exist now
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code
+    assert err.strip().splitlines() == [f"talkingface: {word}; no output was written"]
+    assert list(out.iterdir()) == []
+    # onnxruntime (the TTS runtime) leaves a '.ses' session marker in the temp folder on import: not ours
+    assert [p.name for p in tmp.iterdir() if p.name != ".ses"] == []
+
+
+def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, astronaut_path, grid_wav_path):
+    proc = subprocess.Popen([sys.executable, "-m", "talkingface", "render", "--image", astronaut_path, "--audio",
+                             grid_wav_path, "-o", str(tmp_path / "o.mp4")], stderr=subprocess.PIPE, text=True,
+                            env=GLOG)
+    time.sleep(0.8)  # the checks or the model loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["talkingface: interrupted; no output was written"]
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- odd sizes -------------------------------------------------------------------------------------------------
+
+
+def test_writer_pads_odd_sizes_and_keeps_every_pixel(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = [np.repeat(np.repeat(np.repeat(rng.integers(0, 255, (31, 41, 1), dtype=np.uint8), 3, 2), 4, 0), 4, 1)
+              [:123, :161] for _ in range(5)]  # 161 x 123, grey blocks that H.264 keeps (no chroma subsampling)
+    with pytest.raises(ValueError, match="even"):
+        media.VideoWriter(tmp_path / "a.mp4", 25, 161, 123)
+    with media.VideoWriter(tmp_path / "a.mp4", 25, 161, 123, pad_odd=True, crf=0) as vw:
+        for f in frames:
+            vw.write(f)
+    info = media.probe(tmp_path / "a.mp4")
+    assert (info.width, info.height) == (162, 124)
+    back = next(iter(media.iter_video_frames(tmp_path / "a.mp4")))
+    assert np.abs(back[:123, :161].astype(int) - frames[0]).mean() < 2  # every input pixel is there
+    assert np.abs(back[123].astype(int) - back[122]).mean() < 2  # the padding repeats the last row
+
+
+@pytest.mark.parametrize("size", [(360, 287), (359, 288)])
+def test_dub_odd_video_sizes(pipeline, grid_video_path, tmp_path, size):
+    """640x481-like videos (one odd side) crashed; now dubbed, every pixel kept, padded by one to even."""
+    w, h = size
+    odd = tmp_path / "odd.mkv"
+    subprocess.run([media.ffmpeg_exe(), "-y", "-i", grid_video_path, "-vf", f"format=yuv444p,crop={w}:{h}:0:0", "-c:v", "ffv1",
+                    "-c:a", "copy", str(odd)], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    assert media.probe(odd).display_size == (w, h)
+    out = tmp_path / "out.mp4"
+    res = pipeline.dub(odd, ROOT / "demo" / "grid_sbwe5n.wav", output=out)
+    assert res.frames_dubbed == res.n_frames
+    o = media.probe(out)
+    assert (o.width, o.height) == (w + w % 2, h + h % 2)
+    src = next(iter(media.iter_video_frames(odd)))
+    dub = next(iter(media.iter_video_frames(out)))
+    from talkingface import metrics
+
+    assert metrics.psnr(src[:100], dub[:100, :w]) > 30  # the same picture, not rescaled
+
+
+# --- several faces ---------------------------------------------------------------------------------------------
+
+
+def _faces_grid(astronaut, n: int, tile: int = 256, gap: int = 64, rows: int = 1) -> np.ndarray:
+    import cv2
+
+    t = cv2.resize(astronaut, (tile, tile), interpolation=cv2.INTER_AREA)
+    canvas = np.full((rows * (tile + gap) + gap, n * tile + (n + 1) * gap, 3), 200, np.uint8)
+    for r in range(rows):
+        for i in range(n):
+            y, x = gap + r * (tile + gap), gap + i * (tile + gap)
+            canvas[y:y + tile, x:x + tile] = t
+    return canvas
+
+
+def test_every_visible_face_is_found_up_to_the_limit(tracker, astronaut):
+    """Five well-separated faces gave "no face found" (the full-range detector sees the wide photo at 192 px);
+    the tiles find them all, and a crowd is cut at the shared limit, largest first."""
+    for n, rows, tile in ((5, 1, 256), (3, 2, 256)):
+        faces = tracker.detect(_faces_grid(astronaut, n, tile=tile, gap=tile // 4, rows=rows))
+        assert len(faces) == min(n * rows, checks.MAX_FACES), (n, rows, len(faces))
+        xs = sorted((f.box[0] + f.box[2]) / 2 for f in faces)
+        assert min(np.diff(xs)) > 0 or rows > 1  # distinct faces
+    crowd = tracker.detect(_faces_grid(astronaut, 12))
+    assert len(crowd) == checks.MAX_FACES
+    assert len(tracker.detect(astronaut)) == 1  # and no suit, badge or hair is taken for a face
+    big = _faces_grid(astronaut, 1, tile=600, gap=10)
+    assert len(tracker.detect(big)) == 1
+
+
+def test_face_index_beyond_four_renders(pipeline, astronaut, grid_wav, tmp_path):
+    from talkingface import RenderOptions
+
+    img = _faces_grid(astronaut, 6)
+    res = pipeline.render(img, grid_wav[:24000], options=RenderOptions(face_index=5))
+    assert res.n_faces == 6 and len(res.mouth_landmarks) == 30
+    x0, y0, x1, y1 = res.face_box
+    assert np.isfinite(res.mouth_landmarks).all()
+    assert ((res.mouth_landmarks[..., 0] > x0) & (res.mouth_landmarks[..., 0] < x1)).all()  # on that face
+
+
+def test_detection_tiles_cover_the_image():
+    for h, w in ((384, 1664), (672, 672), (720, 1280), (3000, 4000)):
+        for side in face.tile_sides(h, w, 128):
+            origins = face.tile_origins(h, w, side)
+            covered = np.zeros((h, w), bool)
+            for y, x in origins:
+                covered[y:y + side, x:x + side] = True
+            assert covered.all()
+        assert sum(len(face.tile_origins(h, w, s)) for s in face.tile_sides(h, w, 128)) <= 96
+    # one box per face: the larger of two overlapping ones (an eye inside a face, a face cut by a tile), scored
+    assert face.merge_boxes([(0.9, (2, 2, 6, 6)), (0.5, (1, 1, 11, 11)), (0.8, (0, 0, 10, 10)),
+                             (0.7, (50, 50, 60, 60))]) == [(0.9, (1, 1, 11, 11)), (0.7, (50, 50, 60, 60))]
