@@ -175,6 +175,11 @@ def test_landmarks_json_failing_removes_the_video_too(tmp_path):
 # --- interruption ---------------------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    """A child of a background job inherits SIGINT ignored (and Python then keeps it so): undo that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _render_proc(tmp_path, astronaut_path, grid_wav_path):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     out.mkdir(), tmp.mkdir()
@@ -182,7 +187,7 @@ def _render_proc(tmp_path, astronaut_path, grid_wav_path):
     proc = subprocess.Popen([sys.executable, "-m", "talkingface", "render", "--image", astronaut_path, "--text",
                              "Hello there. This sentence is long enough to still be rendering when it stops. " * 3,
                              "-o", str(out / "talk.mp4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=_default_sigint)
     return proc, out, tmp
 
 
@@ -211,7 +216,7 @@ def test_signal_while_writing_leaves_nothing(tmp_path, astronaut_path, grid_wav_
 def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, astronaut_path, grid_wav_path):
     proc = subprocess.Popen([sys.executable, "-m", "talkingface", "render", "--image", astronaut_path, "--audio",
                              grid_wav_path, "-o", str(tmp_path / "o.mp4")], stderr=subprocess.PIPE, text=True,
-                            env=GLOG)
+                            env=GLOG, preexec_fn=_default_sigint)
     time.sleep(0.8)  # the checks or the model loading
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
