@@ -208,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     d.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     d.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload per file in MB (default 50)")
+    d.add_argument("--max-total-mb", type=float, default=2048.0,
+                   help="disk for all recent uploads and results in MB; new uploads are refused while it is full "
+                        "(default 2048)")
+    d.add_argument("--max-uploads", type=int, default=60,
+                   help="uploads per visitor (client address) per hour (default 60)")
     d.add_argument("--max-seconds", type=float, default=120.0,
                    help="longest speech or video to render, in seconds (default 120)")
     _add_common(d)

@@ -15,6 +15,7 @@ import re
 import secrets
 import subprocess
 import tempfile
+import warnings
 import wave
 from dataclasses import dataclass
 from fractions import Fraction
@@ -410,6 +411,13 @@ def load_image(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
     unsupported, zero-size or larger than ``max_pixels`` image.
     """
     p = _check_input_file(path, "image")
+    with warnings.catch_warnings():
+        # the size is checked against max_pixels below, with one clear line: no Pillow warning on stderr
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _load_image(p, max_pixels)
+
+
+def _load_image(p: str, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(p) as im:
             fmt = im.format or "unknown"

@@ -9,8 +9,10 @@ Components are injected through the constructor, so tests can pass tiny models.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +75,26 @@ def _smooth_gate(active: np.ndarray, attack: int = 2, release: int = 4) -> np.nd
     return np.clip(np.convolve(dil.astype(np.float32), kernel / kernel.max(), mode="same"), 0, 1)
 
 
+def _exclusive(method):
+    """Run a Pipeline method holding the pipeline's lock (see Pipeline: its parts are not thread-safe)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Pipeline:
-    """Photo + speech -> talking video. Holds the models; ``render`` is safe to call repeatedly."""
+    """Photo + speech -> talking video. Holds the models; ``render`` is safe to call repeatedly.
+
+    Thread safety: the parts are not thread-safe (MediaPipe's face graphs take one image at a time and keep
+    tracking state; the Whisper encoder's CTranslate2 model and the torch modules are used from one thread).
+    So ``render``, ``dub``, ``predict_mouth`` and
+    ``analyze_face`` hold one lock per pipeline: calls from several threads run one after the other, never
+    interleaved (the web page also queues its requests, one render at a time). For parallel work use one
+    pipeline per process (``talkingface.dub_batch(workers=N)``).
+    """
 
     def __init__(self, landmark_model: LandmarkModel, texture: MouthGenerator | mouth.MouthPainter, *,
                  audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu", sync_delay: int = 0,
@@ -96,6 +116,7 @@ class Pipeline:
         cfg = landmark_model.config
         self.audio_encoder = audio_encoder or audio_mod.AudioEncoder(
             audio_mod.AudioFeatureConfig(kind=cfg.feature_kind), device=device)
+        self._lock = threading.RLock()
         self._tracker: face.FaceTracker | None = None
         self._donors: list[mouth.InteriorSource] | None = None
 
@@ -106,10 +127,12 @@ class Pipeline:
             self._tracker = face.FaceTracker(static=True, max_faces=checks.MAX_FACES)
         return self._tracker
 
+    @_exclusive
     def analyze_face(self, image: np.ndarray, source: str, face_index: int | None) -> tuple[face.DetectedFace, int]:
         faces = self.tracker.detect(image)
         return face.pick_face(faces, face_index, source), len(faces)
 
+    @_exclusive
     def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, *, motion_scale: float = 1.0,
                       silence_gate: bool = True, timings: dict[str, float] | None = None,
                       energy: np.ndarray | None = None, phonemes=None) -> np.ndarray:
@@ -141,6 +164,7 @@ class Pipeline:
         return track
 
     # --- public API ---------------------------------------------------------------------------------
+    @_exclusive
     def render(self, image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, *,
                output: str | os.PathLike | None = None, options: RenderOptions = RenderOptions(),
                return_frames: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -297,6 +321,7 @@ class Pipeline:
 
         return paint
 
+    @_exclusive
     def dub(self, video, audio, *, output=None, options=None, phonemes=None, progress=None, stage=None,
             return_frames: bool = False, mouth_fn=None):
         """Dub ``video`` (path) with ``audio``: only the mouth region of the chosen face changes and the audio is

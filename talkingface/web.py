@@ -13,6 +13,15 @@ Gradio's queue one at a time (``concurrency_id="render"``, limit 1), so concurre
 of running several renders on the same models at once; when ``Limits.queue_size`` requests are waiting, more
 are turned away with a message.
 
+API (``gradio_client``): ``/render`` (a photo speaking an audio file), ``/render_text`` (a photo speaking typed
+text) and ``/dub`` (a video dubbed to an audio file or text), all three in the same one-at-a-time line as the
+page's button. Every number is checked on the server against ``talkingface.checks.RANGES`` (an API caller is not
+held to the page's sliders), so no request can ask for what the page would not offer, e.g. ``motion=1e309``.
+
+Uploads: each file is capped by Gradio (``Limits.max_upload_mb``); ``UploadGuard`` in front of Gradio's upload
+route also caps the temporary folder's total size (``Limits.max_total_mb``: new uploads are refused with a
+message while it is full) and the uploads per visitor (client address) in ``Limits.keep_results_s``.
+
 Files: Gradio's uploads and the results live under one temporary root made per process
 (``GRADIO_TEMP_DIR``); results and uploads are deleted ``Limits.keep_results_s`` after they were made
 (Gradio's ``delete_cache``), the per-request work folders (synthesized speech) as soon as the request ends,
@@ -33,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import checks
 from .checkpoints import shipped
 from .errors import InputError, NoFaceError, TalkingFaceError
 from .pipeline import Pipeline, RenderOptions
@@ -64,6 +74,8 @@ class Limits:
     max_text_chars: int = 2000  # typed text, about two minutes of speech
     queue_size: int = 16  # requests waiting in line; more are turned away until there is room
     keep_results_s: int = 3600  # results and uploads are deleted this long after they were made
+    max_total_mb: float = 2048.0  # uploads + results on disk; new uploads are refused while they fill it
+    max_uploads_per_visitor: int = 60  # uploads per client address within keep_results_s
 
 
 @dataclass
@@ -254,6 +266,77 @@ class Renderer:
                              f"(limit {self.limits.max_seconds:g} s); upload a shorter one")
 
 
+class UploadGuard:
+    """ASGI middleware in front of Gradio's upload route (``POST .../upload``): a request is refused, before a
+    byte is stored, when it has no Content-Length (411), when the temporary folder would grow past
+    ``max_total_bytes`` (507: "the server's upload space is full"), or when its client address has made
+    ``max_uploads`` uploads within ``window_s`` (429). Other requests pass untouched.
+
+    The visitor is the TCP client address; behind a reverse proxy all visitors share the proxy's address."""
+
+    def __init__(self, app, *, folder: str | os.PathLike, max_total_bytes: int, max_uploads: int, window_s: float):
+        import collections
+        import threading
+
+        self.app = app
+        self.folder = Path(folder)
+        self.max_total_bytes = int(max_total_bytes)
+        self.max_uploads = int(max_uploads)
+        self.window_s = float(window_s)
+        self._uploads: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._lock = threading.Lock()
+
+    def used_bytes(self) -> int:
+        total = 0
+        for base, _dirs, files in os.walk(self.folder):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(base, name)).st_size
+                except OSError:  # deleted meanwhile
+                    continue
+        return total
+
+    def refusal(self, client: str, length: int | None) -> tuple[int, str] | None:
+        """(HTTP status, message) for an upload that must be refused, else None (and the upload is counted)."""
+        if length is None:
+            return 411, "uploads must say their size (Content-Length)"
+        used = self.used_bytes()
+        if used + length > self.max_total_bytes:
+            return 507, (f"the server's upload space is full ({used / 2**20:.0f} of {self.max_total_bytes / 2**20:.0f}"
+                         f" MB used by recent uploads and results); try again later")
+        with self._lock:
+            now = time.monotonic()
+            times = self._uploads[client]
+            while times and now - times[0] > self.window_s:
+                times.popleft()
+            if len(times) >= self.max_uploads:
+                return 429, (f"too many uploads from your address ({len(times)} in the last "
+                             f"{self.window_s / 60:g} minutes); try again later")
+            times.append(now)
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].rstrip("/").endswith(
+                "/upload"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        try:
+            length = int(headers[b"content-length"]) if b"content-length" in headers else None
+        except ValueError:
+            length = None
+        client = (scope.get("client") or ("?", 0))[0]
+        refused = self.refusal(client, length)
+        if refused is None:
+            return await self.app(scope, receive, send)
+        status, message = refused
+        log.info("upload refused (%s): %s", client, message)
+        body = message.encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def _no_report(stage: str, done: int | None = None, total: int | None = None) -> None:
     pass
 
@@ -309,8 +392,14 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
 
     def speech_kwargs(speech_from, audio, text, voice, rate) -> dict:
         if speech_from == SPEECH_TEXT:
-            return {"text": text or "", "voice": voice, "rate": rate}
+            return {"text": text or "", "voice": voice, "rate": checks.number("rate", rate, label="Speaking rate")}
         return {"audio": audio}
+
+    def numbers(face, size, motion=1.0) -> dict:
+        """The page's numbers, checked on the server: an API caller is not held to the page's widgets."""
+        return {"face_index": checks.number("face_index", 0 if face is None else face, label="Face"),
+                "max_size": checks.number("max_size", SIZES[0][1] if size is None else size, label="Output size"),
+                "motion_scale": checks.number("motion_scale", motion, label="Mouth motion")}
 
     def render(mode, photo, video, speech_from, audio, text, voice, rate, face, size, adapt, motion, gate,
                progress=gr.Progress()):  # noqa: B008 (how Gradio injects its progress bar)
@@ -318,13 +407,28 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
         # uploads) and go to talkingface's own readers as they are, which handle EXIF rotation and alpha and
         # turn an unreadable file into a friendly error (Gradio's Pillow step would fail with a raw one)
         photo, video, audio = _upload_path(photo), _upload_path(video), _upload_path(audio)
-        face_index = None if face is None else int(face)
-        speech = speech_kwargs(speech_from, audio, text, voice, rate)
-        if mode == "dub":
-            return run(renderer.dub, progress, video=video, face_index=face_index, adapt=adapt,
-                       max_size=int(size), **speech)
-        return run(renderer.photo, progress, image=photo, face_index=face_index, max_size=int(size),
-                   motion_scale=motion, silence_gate=gate, **speech)
+
+        def go(**kw):
+            n = numbers(face, size, motion)
+            speech = speech_kwargs(speech_from, audio, text, voice, rate)
+            if mode == "dub":
+                return renderer.dub(video=video, face_index=n["face_index"], adapt=bool(adapt),
+                                    max_size=n["max_size"], **speech, **kw)
+            return renderer.photo(image=photo, silence_gate=bool(gate), **n, **speech, **kw)
+
+        return run(go, progress)
+
+    def render_text(photo, text, voice, rate, face, size, motion, gate,
+                    progress=gr.Progress()):  # noqa: B008
+        """API: a photo speaking typed text."""
+        return render("photo", photo, None, SPEECH_TEXT, None, text, voice, rate, face, size, False, motion, gate,
+                      progress)
+
+    def render_dub(video, audio, text, voice, rate, face, size, adapt, progress=gr.Progress()):  # noqa: B008
+        """API: a video dubbed to an audio file, or to typed text when no audio is given."""
+        speech_from = SPEECH_AUDIO if audio else SPEECH_TEXT
+        return render("dub", None, video, speech_from, audio, text, voice, rate, face, size, adapt, 1.0, True,
+                      progress)
 
     with gr.Blocks(title="talkingface", delete_cache=(min(600, limits.keep_results_s), limits.keep_results_s),
                    analytics_enabled=False) as app:
@@ -356,8 +460,8 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                         rate = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speaking rate (1 = normal)",
                                          elem_id="rate")
                 with gr.Row():
-                    face = gr.Number(value=0, precision=0, minimum=0, maximum=9, label="Face (0 = largest)",
-                                     elem_id="face")
+                    face = gr.Number(value=0, precision=0, minimum=0, maximum=checks.MAX_FACES - 1,
+                                     label="Face (0 = largest)", elem_id="face")
                     size = gr.Dropdown(SIZES, value=SIZES[0][1], label="Output size (longer side)",
                                        elem_id="size")
                 with gr.Accordion("Advanced", open=False):
@@ -399,6 +503,13 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
         button.click(render, [mode, photo, video, speech_from, audio, text, voice, rate, face, size, adapt, motion,
                               gate], [result, track, info], api_name="render", concurrency_id="render",
                      concurrency_limit=1, preprocess=False)
+        # API-only endpoints (gradio_client): the same renders, in the same line (concurrency_id "render")
+        api_text = gr.Button(visible=False)
+        api_text.click(render_text, [photo, text, voice, rate, face, size, motion, gate], [result, track, info],
+                       api_name="render_text", concurrency_id="render", concurrency_limit=1, preprocess=False)
+        api_dub = gr.Button(visible=False)
+        api_dub.click(render_dub, [video, audio, text, voice, rate, face, size, adapt], [result, track, info],
+                      api_name="dub", concurrency_id="render", concurrency_limit=1, preprocess=False)
     app.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     app.talkingface_limits = limits  # read by launch()
     return app
@@ -409,8 +520,14 @@ def launch(app, *, host: str = "127.0.0.1", port: int = 7860, share: bool = Fals
     limits: Limits = getattr(app, "talkingface_limits", Limits())
     examples = [str(p) for p in (EXAMPLE_PHOTO, EXAMPLE_AUDIO, EXAMPLE_DUB_VIDEO, EXAMPLE_DUB_AUDIO) if p.is_file()]
     try:
+        from starlette.middleware import Middleware
+
+        guard = Middleware(UploadGuard, folder=os.environ.get("GRADIO_TEMP_DIR", temp_root() / "gradio"),
+                           max_total_bytes=int(limits.max_total_mb * 2**20),
+                           max_uploads=limits.max_uploads_per_visitor, window_s=limits.keep_results_s)
         _, url, share_url = app.launch(
             server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
+            app_kwargs={"middleware": [guard]},
             max_file_size=int(limits.max_upload_mb * 1024 * 1024), allowed_paths=examples, ssr_mode=False,
             show_error=True, inbrowser=False, css=CSS, footer_links=[])
     except OSError as e:
@@ -429,7 +546,9 @@ def main(args) -> int:
     """``talkingface demo``: build the pipeline once, then serve the page until Ctrl+C."""
     from .pipeline import load
 
-    limits = Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
+                    max_total_mb=getattr(args, "max_total_mb", Limits.max_total_mb),
+                    max_uploads_per_visitor=getattr(args, "max_uploads", Limits.max_uploads_per_visitor))
     temp_root()
     try:
         import gradio  # noqa: F401

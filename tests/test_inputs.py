@@ -278,9 +278,14 @@ def _faces_grid(astronaut, n: int, tile: int = 256, gap: int = 64, rows: int = 1
     return canvas
 
 
-def test_every_visible_face_is_found_up_to_the_limit(tracker, astronaut):
+def test_every_visible_face_is_found_up_to_the_limit(astronaut):
     """Five well-separated faces gave "no face found" (the full-range detector sees the wide photo at 192 px);
     the tiles find them all, and a crowd is cut at the shared limit, largest first."""
+    with face.FaceTracker(static=True) as tracker:  # max_faces: checks.MAX_FACES
+        _faces_found(tracker, astronaut)
+
+
+def _faces_found(tracker, astronaut):
     for n, rows, tile in ((5, 1, 256), (3, 2, 256)):
         faces = tracker.detect(_faces_grid(astronaut, n, tile=tile, gap=tile // 4, rows=rows))
         assert len(faces) == min(n * rows, checks.MAX_FACES), (n, rows, len(faces))
@@ -298,7 +303,7 @@ def test_face_index_beyond_four_renders(pipeline, astronaut, grid_wav, tmp_path)
 
     img = _faces_grid(astronaut, 6)
     res = pipeline.render(img, grid_wav[:24000], options=RenderOptions(face_index=5))
-    assert res.n_faces == 6 and len(res.mouth_landmarks) == 30
+    assert res.n_faces == 6 and len(res.mouth_landmarks) == res.n_frames == 38
     x0, y0, x1, y1 = res.face_box
     assert np.isfinite(res.mouth_landmarks).all()
     assert ((res.mouth_landmarks[..., 0] > x0) & (res.mouth_landmarks[..., 0] < x1)).all()  # on that face
@@ -315,4 +320,21 @@ def test_detection_tiles_cover_the_image():
         assert sum(len(face.tile_origins(h, w, s)) for s in face.tile_sides(h, w, 128)) <= 96
     # one box per face: the larger of two overlapping ones (an eye inside a face, a face cut by a tile), scored
     assert face.merge_boxes([(0.9, (2, 2, 6, 6)), (0.5, (1, 1, 11, 11)), (0.8, (0, 0, 10, 10)),
-                             (0.7, (50, 50, 60, 60))]) == [(0.9, (1, 1, 11, 11)), (0.7, (50, 50, 60, 60))]
+                             (0.7, (50, 50, 60, 60))]) == [(0.9, (0, 0, 10, 10)), (0.7, (50, 50, 60, 60))]
+
+
+def test_no_pillow_warning_on_big_images(tmp_path, monkeypatch):
+    """Pillow's DecompressionBombWarning went to stderr before talkingface's own one-line size error."""
+    import warnings
+
+    from PIL import Image
+
+    p = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(p)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 px: Pillow warns (it raises above 2000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert media.load_image(p).shape == (30, 40, 3)
+        with pytest.raises(InputError, match="too large"):
+            media.load_image(p, max_pixels=1000)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
