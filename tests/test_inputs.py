@@ -338,3 +338,34 @@ def test_no_pillow_warning_on_big_images(tmp_path, monkeypatch):
         with pytest.raises(InputError, match="too large"):
             media.load_image(p, max_pixels=1000)
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_downscaled_crops_are_not_aliased():
+    """warp_crop passed INTER_AREA to warpAffine, which ignores it (bilinear): a large face's fine texture
+    aliased into the small crop. 1-px stripes shrunk 8x must come out as even grey, not as stripes or moire."""
+    import cv2
+
+    stripes = np.zeros((1024, 1024, 3), np.uint8)
+    stripes[:, ::2] = 255
+    affine = np.array([[0.125, 0.01, 3.3], [-0.01, 0.125, 5.1]])  # 8x smaller, slightly rotated
+    crop = face.warp_crop(stripes, affine, 112)
+    plain = cv2.warpAffine(stripes, affine, (112, 112), flags=cv2.INTER_LINEAR)  # what it did before
+    assert plain.std() > 40  # aliased
+    assert crop.std() < 6 and abs(crop.mean() - 127.5) < 4
+    same = np.array([[1.0, 0, -10], [0, 1.0, -20]])  # no shrinking: an exact copy, as before
+    assert np.array_equal(face.warp_crop(stripes, same, 64), stripes[20:84, 10:74])
+
+
+def test_no_face_in_a_video_is_said_so(pipeline, tmp_path, grid_wav_path):
+    """The page always asks for face 0; a video without faces said "face index 0 requested but ... shows at
+    most 0 face(s)"."""
+    from talkingface import DubOptions
+    from talkingface.errors import NoFaceError
+
+    still = tmp_path / "noface.mp4"
+    with media.VideoWriter(still, 25, 128, 96) as vw:
+        for i in range(10):
+            vw.write(np.full((96, 128, 3), 40 + i, np.uint8))
+    with pytest.raises(NoFaceError, match="^no face found in any of the 10 frames of"):
+        pipeline.dub(still, grid_wav_path, output=tmp_path / "o.mp4", options=DubOptions(face_index=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noface.mp4"]
