@@ -185,6 +185,90 @@ class AudioEncoder:
 
 
 MIN_SPEECH_SECONDS = 0.2  # shorter audio is refused: five video frames, too short to say anything
+SILERO_CHUNK = 512  # samples per Silero VAD step at 16 kHz (32 ms)
+SILERO_CONTEXT = 64  # samples of the previous chunk each step also sees
+
+
+@functools.lru_cache(maxsize=1)
+def _silero_session():
+    """Silero VAD v6 (MIT) as ONNX, from the silero-vad wheel's data folder, run by onnxruntime (the TTS runtime
+    already): its Python package, which imports torchaudio, is not imported. None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("silero_vad")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = next((os.path.join(d, "data", "silero_vad.onnx") for d in locations
+                 if os.path.isfile(os.path.join(d, "data", "silero_vad.onnx"))), None)
+    if path is None:
+        log.warning("silero-vad is not installed: the mouth's speech gate uses the audio's energy alone "
+                    "(noise will move the mouth)")
+        return None
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # a tiny recurrent model: threads only cost
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _silero_chunks(session, audio: np.ndarray):
+    """Silero's speech probability for each 512-sample chunk of ``audio``, in order (a generator: a caller
+    that only needs to know whether there is a voice at all stops at the first one)."""
+    wav = np.asarray(audio, np.float32).reshape(-1)
+    n_chunks = -(-len(wav) // SILERO_CHUNK)
+    wav = np.pad(wav, (0, n_chunks * SILERO_CHUNK - len(wav)))
+    state = np.zeros((2, 1, 128), np.float32)
+    context = np.zeros((1, SILERO_CONTEXT), np.float32)
+    sr = np.array(SAMPLE_RATE, np.int64)
+    for i in range(n_chunks):
+        x = wav[None, i * SILERO_CHUNK:(i + 1) * SILERO_CHUNK]
+        out, state = session.run(None, {"input": np.concatenate([context, x], 1), "state": state, "sr": sr})
+        context = x[:, -SILERO_CONTEXT:]
+        yield float(np.asarray(out).ravel()[0])
+
+
+def voice_probability(audio: np.ndarray) -> np.ndarray | None:
+    """Silero VAD's speech probability per video frame (25 fps), (n,) 16 kHz -> (n_video_frames,); None
+    without the model. It tells a voice from noise, which the energy measure cannot. About 15 ms per second
+    of audio on one core."""
+    session = _silero_session()
+    if session is None:
+        return None
+    probs = np.fromiter(_silero_chunks(session, audio), np.float32)
+    per_sample = np.repeat(probs, SILERO_CHUNK)
+    n_out = n_video_frames(len(audio))
+    need = n_out * SAMPLES_PER_FRAME
+    per_sample = np.pad(per_sample, (0, max(0, need - len(per_sample))))[:need]
+    return per_sample.reshape(n_out, SAMPLES_PER_FRAME).mean(1)
+
+
+def _has_voice(audio: np.ndarray, loud: np.ndarray, reach: int = 3) -> bool:
+    """Whether Silero hears a voice within ``reach`` frames of a loud frame (nearly speech_mask(...).any()), stopping
+    at the first: speech is usually found in its first second."""
+    session = _silero_session()
+    if session is None:
+        return bool(loud.any())
+    near_loud = np.convolve(loud.astype(float), np.ones(2 * reach + 1), mode="same") > 0
+    for i, p in enumerate(_silero_chunks(session, audio)):
+        frame = i * SILERO_CHUNK // SAMPLES_PER_FRAME
+        if p > 0.5 and frame < len(near_loud) and near_loud[frame]:
+            return True
+    return False
+
+
+def speech_mask(audio: np.ndarray, energy: np.ndarray | None = None, *, reach: int = 3) -> np.ndarray:
+    """Frames (25 fps) where someone speaks: loud enough (``voice_activity`` of the band energy) and within
+    ``reach`` frames of what Silero VAD calls a voice. On clean speech this is the energy mask (10 recordings:
+    0-1.3 % of frames differ); on noise (white, brown, 3 s) it is closed where the energy mask was open
+    throughout; on speech under white noise (10 dB SNR) it is open in 66 % of frames instead of 100 %."""
+    from scipy.ndimage import binary_dilation
+
+    energy = speech_energy(audio) if energy is None else energy
+    loud = voice_activity(energy)
+    prob = voice_probability(audio)
+    if prob is None:
+        return loud
+    voice = binary_dilation(prob[: len(loud)] > 0.5, iterations=reach) if reach else prob[: len(loud)] > 0.5
+    return loud & np.pad(voice, (0, max(0, len(loud) - len(voice))))
 
 
 def check_speech(wav: np.ndarray, name: str) -> np.ndarray:
@@ -202,4 +286,7 @@ def check_speech(wav: np.ndarray, name: str) -> np.ndarray:
     energy = speech_energy(wav)
     if float(np.max(np.abs(wav))) < 1e-4 or not voice_activity(energy).any():
         raise SilentAudioError(f"audio {name} is silent: there is no speech to lip-sync")
+    if not _has_voice(wav, voice_activity(energy)):
+        raise SilentAudioError(f"audio {name} has no voice in it (noise or music only?): there is no speech to "
+                               f"lip-sync")
     return energy

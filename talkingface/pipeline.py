@@ -153,7 +153,7 @@ class Pipeline:
             offsets = offsets[np.clip(np.arange(len(offsets)) - self.sync_delay, 0, len(offsets) - 1)]
         if silence_gate:
             energy = audio_mod.speech_energy(wav) if energy is None else energy
-            gate = _smooth_gate(audio_mod.voice_activity(energy))[: len(offsets)]
+            gate = _smooth_gate(audio_mod.speech_mask(wav, energy))[: len(offsets)]  # a voice, not noise
             offsets *= gate[:, None, None]
         track = neutral[None] + offsets
         if phonemes:

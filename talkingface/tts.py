@@ -57,6 +57,7 @@ class Voice:
     kind: str  # "piper" | "espeak"
     description: str
     path: str | None = None  # the .onnx of a Piper voice
+    espeak_id: str | None = None  # espeak-ng's voice file ("fr" for fr-fr: SetVoiceByName("fr-fr") fails)
 
 
 @dataclass
@@ -374,7 +375,8 @@ class _Espeak:
             if not lang or lang in seen:
                 continue
             seen.add(lang)
-            out.append(Voice(lang, lang, "espeak", f"{(v.name or b'').decode()} (espeak-ng, formant)"))
+            out.append(Voice(lang, lang, "espeak", f"{(v.name or b'').decode()} (espeak-ng, formant)",
+                             espeak_id=ident.split("/")[-1] or None))
         return sorted(out, key=lambda v: v.name)
 
     def synthesize(self, language: str, text: str, rate: float) -> tuple[np.ndarray, list[Phone]]:
@@ -444,7 +446,7 @@ def _synthesize(sentences: list[tuple[str, float]], v: Voice, rate: float,
         else:
             eng = _Espeak.get()
             sr = eng.sample_rate
-            pieces.append(eng.synthesize(v.language, sentence, rate))
+            pieces.append(eng.synthesize(v.espeak_id or v.language, sentence, rate))
         # one chunk per sentence: the pieces, then the pause
         t, audios, phones = 0.0, [], []
         for audio, ph in pieces:
@@ -483,11 +485,14 @@ def synthesize_to_file(text: str, path: str | os.PathLike, *, voice: str | None 
     n_samples, sr, n_sent, peak = 0, 0, 0, 0.0
     try:
         with contextlib.closing(wave.open(tmp, "wb")) as w:
+            # the header's fields are set before anything can fail: closing a wave file without them raises
+            # wave.Error, which would hide the real error (e.g. a voice espeak-ng cannot load)
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(22050)
             for audio, sr_k, ph in chunks:
                 if n_sent == 0:
                     sr = sr_k
-                    w.setnchannels(1)
-                    w.setsampwidth(2)
                     w.setframerate(sr)
                 elif sr_k != sr:  # pragma: no cover - one voice, one rate
                     raise InputError(f"voice {v.name} changed its sample rate mid-text ({sr} -> {sr_k})")

@@ -369,3 +369,53 @@ def test_no_face_in_a_video_is_said_so(pipeline, tmp_path, grid_wav_path):
     with pytest.raises(NoFaceError, match="^no face found in any of the 10 frames of"):
         pipeline.dub(still, grid_wav_path, output=tmp_path / "o.mp4", options=DubOptions(face_index=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noface.mp4"]
+
+
+# --- noise is not speech --------------------------------------------------------------------------------------
+
+
+def test_noise_does_not_move_the_mouth(grid_wav):
+    """3 s of white noise rendered a chattering mouth (the energy gate was open throughout). The gate now also
+    needs Silero VAD to hear a voice: noise alone is refused, clean speech is gated as before, and speech under
+    noise gets its pauses back."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.1, 48000).astype(np.float32)
+    assert audio.voice_activity(audio.speech_energy(noise)).mean() > 0.9  # the old gate: open
+    assert not audio.speech_mask(noise).any()
+    with pytest.raises(SilentAudioError, match="no voice"):
+        audio.check_speech(noise, "noise.wav")
+    old = audio.voice_activity(audio.speech_energy(grid_wav))
+    new = audio.speech_mask(grid_wav)
+    assert (old != new).mean() < 0.02 and 0.3 < new.mean() < 0.7  # clean speech: the same gate
+    audio.check_speech(grid_wav, "grid.wav")  # passes
+    rms = float(np.sqrt(np.mean(grid_wav ** 2)))
+    noisy = grid_wav + rng.normal(0, rms / 3, len(grid_wav)).astype(np.float32)  # about 10 dB SNR
+    assert audio.voice_activity(audio.speech_energy(noisy)).mean() > 0.95
+    assert audio.speech_mask(noisy).mean() < 0.8  # the pauses are found again
+
+
+def test_noise_refused_by_the_cli_before_loading(tmp_path, astronaut_path):
+    import wave
+
+    p = tmp_path / "noise.wav"
+    with wave.open(str(p), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.random.default_rng(1).normal(0, 0.1, 48000) * 32767).clip(-32767, 32767)
+                      .astype(np.int16).tobytes())
+    r = _cli("render", "--image", astronaut_path, "--audio", p, "-o", tmp_path / "o.mp4")
+    assert r.returncode == 1 and "has no voice in it" in _error_line(r)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_espeak_voices_named_by_language_speak(tmp_path, monkeypatch):
+    """'fr-fr' (the --voice help's own example) and 'en-gb' ended in a wave.Error traceback: espeak-ng knows
+    them by file name ('fr', 'en'), and the wave file's close hid the real error."""
+    from talkingface import tts
+
+    for voice in ("fr-fr", "en-gb"):
+        sp = tts.synthesize_to_file("Bonjour. Hello there.", tmp_path / f"{voice}.wav", voice=voice)
+        assert sp.duration > 0.5 and sp.voice == voice
+    monkeypatch.setattr(tts, "resolve_voice", lambda name: tts.Voice("xx", "xx", "espeak", "a voice espeak lacks"))
+    with pytest.raises(InputError, match="no voice for language"):  # the real error, not wave.Error
+        tts.synthesize_to_file("Hello.", tmp_path / "x.wav", voice="xx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["en-gb.wav", "fr-fr.wav"]  # no temporary left
