@@ -505,7 +505,7 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
 
             stats = cluster.run(todo, args_of, on_result, bid=bid, address=ray_address, workers=workers,
                                 cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                                checkpoints=checkpoints, device=device, say=say,
+                                checkpoints=checkpoints, device=device, models=models, say=say,
                                 folders=sorted({str(p.parent) for p in outputs} | {str(out)}))
             log.info("ray: %s", stats)
         elif pipeline is not None or (workers or 1) <= 1 or len(todo) <= 1:

@@ -44,13 +44,23 @@ def import_ray():
 class DubWorker:
     """One Ray actor: loads the pipeline once and dubs the jobs it is given, one at a time."""
 
-    def __init__(self, checkpoints: str | None, device: str, threads: int, bid: str, folders: list[str]):
+    def __init__(self, checkpoints: str | None, device: str, threads: int, bid: str, folders: list[str],
+                 models: str | None = None):
         t0 = time.perf_counter()
         os.environ.setdefault("GLOG_minloglevel", "2")
+        import json
+
         import torch
 
         from . import batch
+        from .checkpoints import DEFAULT_DIR, read_manifest
         from .pipeline import load
+
+        if models is not None:  # the resume keys name the driver's weights: a node must load the same ones
+            here = json.dumps(read_manifest(Path(checkpoints) if checkpoints else DEFAULT_DIR), sort_keys=True)
+            if here != models:
+                raise TalkingFaceError(f"the checkpoints on {socket.gethostname()} differ from the driver's "
+                                       f"({checkpoints or DEFAULT_DIR}): install the same talkingface and weights")
 
         torch.set_num_threads(max(1, threads))
         self.pipe = load(checkpoints, device=device)
@@ -110,7 +120,8 @@ def _is_worker_death(ray, e: BaseException) -> bool:
 def run(todo: list[int], args_of: Callable[[int], tuple], on_result: Callable[[int, dict], bool], *, bid: str,
         folders: list[str], address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1,
         gpus_per_worker: float | None = None, memory_gb: float = DEFAULT_WORKER_MEMORY_GB,
-        checkpoints: str | None = None, device: str = "cpu", say: Callable[[str], None] = log.info) -> dict:
+        checkpoints: str | None = None, device: str = "cpu", models: str | None = None,
+        say: Callable[[str], None] = log.info) -> dict:
     """Run the jobs ``todo`` on Ray actors; ``on_result(i, result)`` records each attempt and says (True) when the
     job must run again. Returns timings: connect, first worker ready, all workers ready, workers, replaced."""
     ray, started, t_connect = connect(address)
@@ -140,7 +151,7 @@ def run(todo: list[int], args_of: Callable[[int], tuple], on_result: Callable[[i
         threads = max(1, int(round(cpus_per_worker)))
 
         def spawn():
-            a = actor_cls.remote(checkpoints, device, threads, bid, folders)
+            a = actor_cls.remote(checkpoints, device, threads, bid, folders, models)
             return a, a.ready.remote()
 
         say(f"ray: {n} worker(s) x {cpus_per_worker:g} CPU{f' + {gpus:g} GPU' if gpus else ''} on a cluster with "

@@ -100,3 +100,45 @@ def test_ray_is_not_imported_without_ray(tmp_path, grid_video_path):
             f"b.dub_batch([b.DubJob({grid_video_path!r}, 'missing.wav')], {str(tmp_path / 'o')!r}, progress=False)\n"
             "assert 'ray' not in sys.modules, 'ray was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_killed_ray_driver_takes_its_workers_and_the_rerun_resumes(local_ray, short_jobs, tmp_path):
+    """`talkingface batch --ray local` SIGKILLed after its first job: its Ray workers end with it, nothing
+    partial is left, and the same batch run again skips the finished job and does the other."""
+    import json
+    import time
+
+    jobs = short_jobs[0][:2]
+    job_file = tmp_path / "jobs.json"
+    job_file.write_text(json.dumps([{"video": j.video, "audio": j.audio, "output": j.output, **j.options}
+                                    for j in jobs]))
+    out = tmp_path / "out"
+    code = "import sys; from talkingface.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "batch", str(job_file), "--out-dir", str(out), "--ray",
+                             "local", "--workers", "1"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    summary = out / batch.SUMMARY
+    try:
+        deadline = time.time() + 300
+        first = None
+        while time.time() < deadline and proc.poll() is None and first is None:
+            if summary.is_file():
+                first = next((r for r in json.loads(summary.read_text()) if r["status"] == "done"), None)
+            time.sleep(0.05)
+        assert first is not None, "the first job did not finish"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+        proc.wait()
+        worker = int(first["worker"].rsplit(":", 1)[1])
+        deadline = time.time() + 60
+        while time.time() < deadline and batch.pid_alive(worker):
+            time.sleep(0.2)
+        assert not batch.pid_alive(worker), "a Ray worker outlived its driver"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its session is left
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    records = dub_batch(jobs, out, executor="ray", workers=1, progress=False)
+    assert [r["status"] for r in records] == ["skipped", "done"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([batch.STATE_DIR, batch.SUMMARY, "job0.mp4", "job1.mp4"])
