@@ -136,13 +136,17 @@ def run(todo: list[int], args_of: Callable[[int], tuple], on_result: Callable[[i
             raise InputError(f"--device cuda needs {gpus} GPU per worker; the Ray cluster has {res.get('GPU', 0):g}")
         if res.get("CPU", 0) < cpus_per_worker:
             raise InputError(f"a worker needs {cpus_per_worker:g} CPU; the Ray cluster has {res.get('CPU', 0):g}")
+        fits = [res.get("CPU", 0) // cpus_per_worker]
+        if gpus:
+            fits.append(res.get("GPU", 0) // gpus)
+        if memory_gb:
+            fits.append(res.get("memory", 0) // (memory_gb * 2**30))
+        capacity = int(max(1, min(fits)))
         if workers is None:  # as many as the cluster holds, and no more than there are jobs
-            fits = [res.get("CPU", 0) // cpus_per_worker]
-            if gpus:
-                fits.append(res.get("GPU", 0) // gpus)
-            if memory_gb:
-                fits.append(res.get("memory", 0) // (memory_gb * 2**30))
-            workers = int(max(1, min(fits)))
+            workers = capacity
+        elif workers > capacity:  # a worker that can never be placed would hold its job forever
+            say(f"ray: the cluster holds {capacity} worker(s) of this size now, not {workers}; using {capacity}")
+            workers = capacity
         n = max(1, min(workers, len(todo)))
         opts = {"num_cpus": cpus_per_worker, "num_gpus": gpus, "max_restarts": 0, "max_task_retries": 0}
         if memory_gb:

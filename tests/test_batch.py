@@ -62,7 +62,7 @@ def test_sweep_removes_only_dead_temporaries_of_the_same_batch(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         dead = _dead_pid()
-        keep = [f".render.tmp-0123abcd.mp4",  # a render writing into the same folder
+        keep = [".render.tmp-0123abcd.mp4",  # a render writing into the same folder
                 f".a.tfb-{bid}-{host}-{live.pid}.mp4",  # a live process of this batch
                 f".b.tfb-{bid}-{host}-{os.getpid()}.mp4",  # this process
                 f".c.tfb-{'0' * 8}-{host}-{dead}.mp4",  # another batch's (another output folder)
