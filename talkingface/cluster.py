@@ -95,7 +95,17 @@ def connect(address: str | None, **init_kwargs):
             # the workers of a private instance import the same talkingface as this process
             here = str(Path(__file__).resolve().parent.parent)
             os.environ["PYTHONPATH"] = os.pathsep.join([here] + ([saved] if saved else []))
-            ray.init(address="local", **kwargs)
+            for attempt in range(3):
+                try:
+                    ray.init(address="local", **kwargs)
+                    break
+                except Exception as e:  # noqa: BLE001 - Ray gives its raylet 30 s to start: a loaded machine misses it
+                    if "timed out during startup" not in str(e):
+                        raise
+                    ray.shutdown()
+                    if attempt == 2:
+                        raise TalkingFaceError(f"a local Ray instance did not start (3 tries): {e}") from e
+                    log.warning("a local Ray instance did not start in time (%s); trying again", e)
         else:
             ray.init(address=address, **kwargs)
     except ConnectionError as e:
