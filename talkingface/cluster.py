@@ -146,6 +146,10 @@ def run(todo: list[int], args_of: Callable[[int], tuple], on_result: Callable[[i
             raise InputError(f"--device cuda needs {gpus} GPU per worker; the Ray cluster has {res.get('GPU', 0):g}")
         if res.get("CPU", 0) < cpus_per_worker:
             raise InputError(f"a worker needs {cpus_per_worker:g} CPU; the Ray cluster has {res.get('CPU', 0):g}")
+        if memory_gb and res.get("memory", 0) < memory_gb * 2**30:  # a small machine: declaring it would never fit
+            say(f"ray: the cluster offers {res.get('memory', 0) / 2**30:.1f} GB of memory, less than the "
+                f"{memory_gb:g} GB a worker declares; declaring none")
+            memory_gb = 0
         fits = [res.get("CPU", 0) // cpus_per_worker]
         if gpus:
             fits.append(res.get("GPU", 0) // gpus)
