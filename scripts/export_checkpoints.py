@@ -5,6 +5,11 @@ checkpoints/MANIFEST.json, and write a training report next to them. The only wa
     python scripts/export_checkpoints.py --landmarks runs/landmarks-whisper.safetensors --name landmarks-v1
     python scripts/export_checkpoints.py --texture runs/texture-128.safetensors --name texture-v1
     python scripts/export_checkpoints.py --mouth runs/mouth-refine.train.safetensors --name mouth-v2
+    python scripts/export_checkpoints.py --name landmarks-v1 --sync-delay runs/sync-delay-landmarks-v1.json
+
+The last form re-stamps an exported landmark checkpoint's metadata with the sync delay decided by
+cross-validation on the training speakers (``scripts/train_landmarks.py --sync-delay-cv``): the tensors are
+copied unchanged (checked), the file's SHA-256 in the manifest and its report are updated.
 """
 import argparse
 import json
@@ -12,6 +17,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import save_file
 
 from talkingface import checkpoints
 
@@ -29,12 +36,23 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
             f"{100 * info['pca_explained']:.1f} %",
             f"- audio/video offsets corrected on {len(info.get('av_shifts', {}))} training clips: "
             f"{json.dumps(info.get('av_shifts', {}))}",
-            "", "## Validation (speakers never trained on; landmark level)", "",
-            "| method | r opening (lag 0) | r width (lag 0) | lip dist / iod |", "|---|---|---|---|",
+        ]
+        if "sync_delay_cv" in info:
+            cv = info["sync_delay_cv"]
+            lines.append(
+                f"- sync delay: predictions are delayed {info['sync_delay']} frames at load, decided by "
+                f"{cv['folds']}-fold cross-validation on the training speakers only (models of the same recipe, "
+                f"{cv['steps']} steps, predicting held-out {cv['anchor']} clips, lab-synchronized, from their audio "
+                f"as recorded; {len(cv['clips'])} clips): mean lag-0 r of mouth opening by delay "
+                + ", ".join(f"{d}: {r:.3f}" for d, r in cv["r_by_delay"].items()))
+        lines += [
+            "", "## Validation at training time (speakers never trained on; landmark level, no sync delay)", "",
+            "| method | r opening, lag 0 | best within +-2 | r width, lag 0 | best within +-2 | lip dist / iod |",
+            "|---|---|---|---|---|---|",
         ]
         for m, s in info["val_summary"].items():
-            lines.append(f"| {m} | {s['r_open']:.3f} ({s['r_open_lag0']:.3f}) | {s['r_width']:.3f} "
-                         f"({s['r_width_lag0']:.3f}) | {s['lip_dist']:.4f} |")
+            lines.append(f"| {m} | {s['r_open_lag0']:.3f} | {s['r_open']:.3f} | {s['r_width_lag0']:.3f} | "
+                         f"{s['r_width']:.3f} | {s['lip_dist']:.4f} |")
         keys = ("loss", "pos", "vel")
     else:
         lines += [
@@ -108,6 +126,40 @@ def export_mouth(source: Path, name: str, directory: Path) -> None:
     checkpoints.add_to_manifest(directory, name, file, model="mouth",
                                 info={"report": f"{name}.md", "config": config.to_dict()})
     print(f"exported {directory / file} ({(directory / file).stat().st_size / 1e6:.1f} MB)")
+def history_from_report(text: str) -> list[dict]:
+    """The loss rows of a report's "Training losses" table (the report keeps them when the run's log is gone)."""
+    rows = text.split("## Training losses", 1)[1].strip().splitlines()
+    keys = [k.strip() for k in rows[0].strip("|").split("|")]
+    return [{k: (int(v) if k == "step" else float(v)) for k, v in zip(keys, r.strip("|").split("|"), strict=True)}
+            for r in rows[2:] if r.startswith("|")]
+
+
+def restamp_sync_delay(directory: Path, name: str, cv_json: Path) -> None:
+    """Rewrite ``name``'s metadata with the cross-validated sync delay; the tensors stay bit-identical."""
+    models = checkpoints.read_manifest(directory)
+    entry = models[name]
+    path = checkpoints.resolve(name, directory)
+    tensors, meta = checkpoints.read_checkpoint(path)
+    if meta["model"] != "landmarks":
+        raise SystemExit(f"{path} holds a {meta['model']} model: only landmark checkpoints have a sync delay")
+    cv = json.loads(cv_json.read_text())
+    info = {**meta["info"], "sync_delay": int(cv["sync_delay"]), "sync_delay_cv": cv}
+    tmp = path.with_name(f".tmp-{path.name}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={
+        "format_version": meta["format_version"] or checkpoints.FORMAT_VERSION, "model": meta["model"],
+        "config": json.dumps(meta["config"]), "info": json.dumps(info)})
+    again, _ = checkpoints.read_checkpoint(tmp)
+    if set(again) != set(tensors) or any(not torch.equal(again[k], tensors[k]) for k in tensors):
+        tmp.unlink()
+        raise SystemExit("re-stamped tensors differ from the originals; nothing changed")
+    tmp.replace(path)
+    manifest = json.loads((directory / "MANIFEST.json").read_text())
+    manifest["models"][name]["sha256"] = checkpoints.sha256_of(path)
+    (directory / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if entry.get("report"):
+        history = history_from_report((directory / entry["report"]).read_text())
+        (directory / entry["report"]).write_text(report(name, "landmarks", {**meta, "info": info}, history))
+    print(f"{path}: sync delay {info['sync_delay']} frames stored; SHA-256 {manifest['models'][name]['sha256']}")
 
 
 def main() -> None:
@@ -116,9 +168,14 @@ def main() -> None:
     src.add_argument("--landmarks", help="runs/landmarks-*.safetensors")
     src.add_argument("--texture", help="runs/texture-*.safetensors")
     src.add_argument("--mouth", help="runs/mouth-refine.train.safetensors (the mouth stage's refine network)")
+    src.add_argument("--sync-delay", metavar="JSON", help="re-stamp the exported landmark checkpoint --name with "
+                     "the sync delay of scripts/train_landmarks.py --sync-delay-cv")
     ap.add_argument("--name", required=True, help="versioned name, e.g. landmarks-v1 (never reused)")
     ap.add_argument("--dir", default=str(checkpoints.DEFAULT_DIR))
     args = ap.parse_args()
+    if args.sync_delay:
+        restamp_sync_delay(Path(args.dir), args.name, Path(args.sync_delay))
+        return
     if args.mouth:
         directory = Path(args.dir)
         directory.mkdir(exist_ok=True)

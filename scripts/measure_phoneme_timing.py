@@ -139,6 +139,8 @@ def landmark_stats(tracks: dict, items: list) -> dict:
             "n_bilabials": len(bil),
             "gap_bilabial_cm": round(float(np.mean(bil)), 4),
             "gap_vowel_cm": round(float(np.mean(vow)), 4),
+            # with phoneme timing these two read the correction's own constant (0.3 mm) on the frames it forces:
+            # not a measurement; the re-tracked video and GRID sections are the independent checks
             "bilabial_closed_frac(<1.5mm)": round(float(np.mean(bil < 0.15)), 3),
             "bilabial_gap_over_vowel_gap": round(float(np.mean(bil) / np.mean(vow)), 3),
             "n_rounded": len(rnd),

@@ -4,9 +4,12 @@
     python scripts/train_landmarks.py                          # whisper features, 1000 steps -> runs/
     python scripts/train_landmarks.py --cv 4                   # speaker-grouped CV on the TRAIN split only
     python scripts/train_landmarks.py --feature logmel
+    python scripts/train_landmarks.py --sync-delay-cv checkpoints/landmarks-v1.safetensors   # delay of a model
 
-Model selection (feature kind, sizes) uses --cv on the training speakers; the validation speakers are
-only scored, never tuned on. Writes runs/landmarks-<feature>.safetensors and a JSON log beside it.
+Model selection (feature kind, sizes) and the sync delay use cross-validation on the training speakers;
+the validation speakers are only scored, never tuned on. Training also decides the delay
+(``landmark_training.cross_validate_sync_delay``, 3 more models) and stores it in the checkpoint.
+Writes runs/landmarks-<feature>.safetensors and a JSON log beside it.
 """
 import argparse
 import json
@@ -62,6 +65,9 @@ def main() -> None:
                     help="steps of each held-out-speaker model that estimates AV offsets (default 500)")
     ap.add_argument("--cv", type=int, default=0, help="K-fold speaker-grouped CV on the train split, then exit")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sync-delay-cv", metavar="CHECKPOINT",
+                    help="only decide the sync delay of CHECKPOINT's recipe (its config, AV offsets and steps) by "
+                         "CV on the training speakers; writes runs/sync-delay-<name>.json for export_checkpoints.py")
     ap.add_argument("--out", default="runs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
@@ -70,6 +76,22 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    if args.sync_delay_cv:
+        from talkingface import checkpoints
+
+        _, meta = checkpoints.read_checkpoint(args.sync_delay_cv)
+        info, config = meta["info"], checkpoints.config_from_dict(LandmarkConfig, meta["config"])
+        clips = lt.load_clips(args.data, config.feature_kind, splits=("train",))
+        result = lt.cross_validate_sync_delay(clips, config, info.get("av_shifts", {}), steps=info["steps"],
+                                              seed=args.seed, device=args.device)
+        name = os.path.basename(args.sync_delay_cv).removesuffix(".safetensors")
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"sync-delay-{name}.json")
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"sync delay {result['sync_delay']} frames; mean lag-0 r by delay: "
+              + ", ".join(f"{d}: {r:.3f}" for d, r in result["r_by_delay"].items()) + f"\nwrote {path}")
+        return
     clips = lt.load_clips(args.data, args.feature)
     config = LandmarkConfig(feature_kind=args.feature, feature_dim=clips[0].feats.shape[1], hidden=args.hidden,
                             n_pca=args.pca, dropout=args.dropout)
@@ -111,6 +133,11 @@ def main() -> None:
         return
 
     model, log = fit(clips)
+    train_only = [c for c in clips if c.split == "train"]
+    for c in train_only:  # the CV reads features as recorded and applies the offsets itself
+        c.feats = original_feats[c.name]
+    sync = lt.cross_validate_sync_delay(train_only, config, shifts, steps=args.steps, seed=args.seed,
+                                        device=args.device)
     direction = lt.energy_direction(clips)
     val = [c for c in clips if c.split == "val"]
     rows = evaluate(model, val, direction)
@@ -120,7 +147,7 @@ def main() -> None:
     path = os.path.join(args.out, f"landmarks-{args.feature}.safetensors")
     info = {**log["info"], "feature": args.feature, "av_correction": not args.no_av_correction,
             "val_summary": summary, "energy_direction": direction.tolist(),
-            "sync_delay": lt.sync_delay(log["info"].get("av_shifts", {}))}
+            "sync_delay": sync["sync_delay"], "sync_delay_cv": sync}
     save_module(path, model, config, model="landmarks", info=info)
     with open(path.replace(".safetensors", ".json"), "w") as f:
         json.dump({"info": info, "history": log["history"], "val_rows": rows}, f, indent=1)

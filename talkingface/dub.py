@@ -228,12 +228,31 @@ def _resample_track(track: np.ndarray, n_out: int, fps: float) -> np.ndarray:
     return track[i0] * (1 - w) + track[i1] * w
 
 
+def held_out_block(frames: np.ndarray, *, fraction: float = 0.1, min_hold: int = 4, gap: int = 25
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Split bank entries (their source frame numbers) into a held-out contiguous block of time (the latest
+    ``fraction``, at least ``min_hold`` entries) and the training entries at least ``gap`` frames before it (the
+    gap shrinks when it would leave fewer than 8 training entries). Returns index arrays (hold, train)."""
+    order = np.argsort(frames, kind="stable")
+    n_hold = max(min_hold, int(len(frames) * fraction))
+    hold, rest = order[-n_hold:], order[:-n_hold]
+    start = frames[hold].min()
+    for g in (gap, gap // 2, 0):
+        train = rest[frames[rest] < start - g]
+        if len(train) >= 8 or g == 0:
+            return hold, train
+    return hold, rest
+
+
 def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], *, steps: int, device,
-                    batch: int = 8, lr: float = 1e-4, seed: int = 0,
+                    fps: float = 25.0, batch: int = 8, lr: float = 1e-4, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.nn.Module, dict]:
     """Fine-tune a copy of the generator on this video's own crops (reconstruction: L1, lips weighted).
 
-    A tenth of the bank (at least 4 crops) is held out; the report gives the L1 on it before and after.
+    The held-out set is a contiguous block of time: the last tenth of the bank's crops in frame order (at least
+    4), with a gap of one second before it that neither side uses, so no training crop is a neighbour of a
+    held-out one. Held-out crops are painted with the training crop of the nearest mouth opening as the
+    appearance reference. The report gives the L1 on them before and after.
     """
     if len(bank) < 12:
         raise InputError(f"--adapt needs at least 12 near-frontal frames of the face, the video has {len(bank)}")
@@ -241,9 +260,10 @@ def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], 
     gen = copy.deepcopy(generator).to(device).train()
     size = bank[0].crop.shape[0]
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(bank))
-    n_hold = max(4, len(bank) // 10)
-    hold, train = order[:n_hold], order[n_hold:]
+    hold, train = held_out_block(np.array([e.frame for e in bank]), gap=int(round(fps)))
+    n_hold = len(hold)
+    ops = np.array([e.opening for e in bank])
+    hold_refs = train[np.argmin(np.abs(ops[hold][:, None] - ops[train][None]), axis=1)]
     mask = torch.from_numpy(generator_mask(size)).to(device)
     crops = to_tensor(np.stack([e.crop for e in bank])).to(device)  # (N, 3, S, S)
     sketches = torch.from_numpy(np.stack([draw_sketch(e.mouth, size) for e in bank])[:, None]).to(device)
@@ -258,8 +278,7 @@ def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], 
     def held_out() -> float:
         gen.eval()
         with torch.no_grad():
-            refs = np.roll(hold, 1)
-            val = float(loss_on(hold, refs, gen))
+            val = float(loss_on(hold, hold_refs, gen))
         gen.train()
         return val
 
@@ -472,7 +491,7 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
             say("adapting")
             t0 = time.perf_counter()
             generator, adapt_report = adapt_generator(pipe.generator, track.bank, steps=options.adapt_steps,
-                                                      device=pipe.device, progress=None)
+                                                      device=pipe.device, fps=fps, progress=None)
             timings["adapt"] = time.perf_counter() - t0
         paint = _generator_paint(pipe, generator, track, mouth_canon, target_open, size)
 

@@ -366,13 +366,7 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
         else:
             tex, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), MouthGenerator, TextureConfig,
                                              model="texture")
-    # The training clips were aligned to each other; their lab-synchronized GRID clips give the absolute clock.
-    # Checkpoints trained from now on store it; landmarks-v1 predates that and has the offsets to derive it.
-    info = meta.get("info", {})
-    if "sync_delay" in info:
-        delay = int(info["sync_delay"])
-    else:
-        from .training.landmark_training import sync_delay
-
-        delay = sync_delay(info.get("av_shifts", {}))
+    # frames the predictions are delayed by, decided by cross-validation inside the training speakers and
+    # stored with the weights (landmark_training.cross_validate_sync_delay); 0 for a checkpoint without it
+    delay = int(meta.get("info", {}).get("sync_delay", 0))
     return Pipeline(lm, tex, device=device, sync_delay=delay, texture_name=texture)

@@ -90,3 +90,34 @@ def assert_talks(video_path, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         photo_open = face.mouth_opening(still.detect(frames[0])[0].landmarks)
     assert abs(np.nanmedian(op_quiet) - photo_open) < 0.05  # ... and rests as in the photo in silence
     return speech, quiet
+
+
+@pytest.fixture
+def ffmpeg_children(monkeypatch):
+    """Every ffmpeg process talkingface.media starts during the test, as subprocess.Popen objects."""
+    from talkingface import media
+
+    started = []
+    real = media._popen
+
+    def recording(args, **kwargs):
+        proc = real(args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(media, "_popen", recording)
+    return started
+
+
+def assert_processes_gone(procs) -> None:
+    """Each process has exited and been reaped: no running child, no zombie left behind."""
+    assert procs, "no process was started"
+    for proc in procs:
+        assert proc.returncode is not None, f"ffmpeg pid {proc.pid} is still running (or was never reaped)"
+        stat = Path(f"/proc/{proc.pid}/stat")
+        if stat.exists():  # the pid may have been reused by an unrelated process: then it is not our child
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            assert ppid != os.getpid(), f"ffmpeg pid {proc.pid} is still a child of this process"

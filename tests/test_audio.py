@@ -15,6 +15,30 @@ def test_mel_filters_match_slaney_properties():
     assert fb[5].max() > fb[70].max()
 
 
+def test_mel_front_end_matches_librosa(grid_wav):
+    """The numpy front end against librosa 0.11 (test-only dependency: importing librosa costs the runtime a
+    second or more, and its first feature call a numba compile). Tolerances: filterbank 1e-6 relative (float32
+    vs float64); log10 mel power 2e-3 absolute on bins above Whisper's floor, on real speech."""
+    librosa = pytest.importorskip("librosa")
+
+    ref_fb = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80, htk=False, norm="slaney")
+    np.testing.assert_allclose(audio.mel_filters(), ref_fb, rtol=1e-5, atol=1e-7)
+    x = grid_wav[:16000 * 2]
+    ref = librosa.feature.melspectrogram(y=x.astype(np.float64), sr=16000, n_fft=400, hop_length=160, n_mels=80,
+                                         window="hann", center=True, pad_mode="reflect", power=2.0, htk=False,
+                                         norm="slaney")[:, :-1]  # Whisper drops the last frame
+    ours = audio.log_mel(x, clamp_db=False)
+    assert ours.shape == ref.shape
+    ref_log = np.log10(np.maximum(ref, 1e-10))
+    live = ref_log > ref_log.max() - 8  # above the dynamic-range floor Whisper applies
+    assert live.mean() > 0.5
+    np.testing.assert_allclose(ours[live], ref_log[live], atol=2e-3)
+    # and a wrong front end fails that tolerance: HTK mel scale, or no Slaney area normalization
+    for wrong in (librosa.filters.mel(sr=16000, n_fft=400, n_mels=80, htk=True, norm="slaney"),
+                  librosa.filters.mel(sr=16000, n_fft=400, n_mels=80, htk=False, norm=None)):
+        assert not np.allclose(audio.mel_filters(), wrong, rtol=1e-5, atol=1e-7)
+
+
 def test_frame_counts_follow_audio_length():
     assert audio.n_video_frames(16000) == 25
     assert audio.n_video_frames(16000 * 3 + 300) == 75

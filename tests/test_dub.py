@@ -243,14 +243,41 @@ def test_dub_truncated_video_uses_what_decodes(pipeline, gappy_video, tmp_path, 
     assert "truncated" in caplog.text
 
 
-def test_dub_interrupted_midway_leaves_nothing(pipeline, grid_video_path, tmp_path):
-    """A failure while frames are being decoded and encoded in the background (here: the progress callback
-    raises, as a cancelled web request would) stops both threads and leaves no output and no temporary."""
+def test_dub_interrupted_midway_leaves_nothing(pipeline, grid_video_path, tmp_path, ffmpeg_children):
+    """A failure in pass 2, while the next batch is decoded and the previous one encoded in the background
+    (here: the progress callback raises, as a cancelled web request would), stops both threads, kills every
+    ffmpeg process and leaves no output and no temporary."""
+    import threading
+
+    from conftest import assert_processes_gone
+
+    stages, seen_threads = [], set()
+
     def progress(done, total):
-        if total and done >= 32:
+        if stages and stages[-1] == "rendering" and done >= 32:
+            seen_threads.update(t.name.rsplit("_", 1)[0] for t in threading.enumerate())
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         pipeline.dub(grid_video_path, ROOT / "demo" / "grid_sbwe5n.wav", output=tmp_path / "out.mp4",
-                     progress=progress)
+                     progress=progress, stage=stages.append)
+    assert stages[-1] == "rendering"  # it fired in pass 2 ...
+    assert {"talkingface-decode", "talkingface-encode"} <= seen_threads  # ... while both threads were running
+    alive = [t.name for t in threading.enumerate() if t.name.startswith(("talkingface-decode", "talkingface-encode"))]
+    assert alive == []
+    assert_processes_gone(ffmpeg_children)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_adapt_holds_out_a_contiguous_block_of_time():
+    from talkingface.dub import held_out_block
+
+    frames = np.random.default_rng(1).permutation(np.arange(0, 400, 3))  # a reservoir sample, in bank order
+    hold, train = held_out_block(frames, gap=25)
+    assert len(hold) == max(4, len(frames) // 10)
+    held = np.sort(frames[hold])
+    assert set(held) == set(np.sort(frames)[-len(hold):])  # the latest frames, one block
+    assert frames[train].max() < held.min() - 25  # no training frame within a second of the block
+    assert not set(hold) & set(train)
+    hold, train = held_out_block(np.arange(12), gap=25)  # a short bank: the gap shrinks, training keeps 8
+    assert len(hold) == 4 and len(train) == 8

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import assert_processes_gone
+
 from talkingface import media
 from talkingface.errors import InputError, TalkingFaceError
 from talkingface.media import (
@@ -90,10 +92,13 @@ def test_iter_audio_chunks(fx: Path) -> None:
     np.testing.assert_array_equal(full, load_audio(fx / "tone.flac"))
 
 
-def test_iter_audio_chunks_early_close_kills_ffmpeg(fx: Path) -> None:
+def test_iter_audio_chunks_early_close_kills_ffmpeg(fx: Path, ffmpeg_children) -> None:
     gen = iter_audio_chunks(fx / "tone.flac", SAMPLE_RATE, 0.1)
     assert next(gen).size == 1600
+    assert len(ffmpeg_children) == 1 and ffmpeg_children[0].poll() is None  # decoding is under way
     gen.close()  # must not hang or leave a zombie
+    assert_processes_gone(ffmpeg_children)
+    assert ffmpeg_children[0].returncode != 0  # killed, not run to its end
 
 
 def test_load_audio_max_seconds(fx: Path) -> None:
@@ -253,11 +258,12 @@ def test_iter_video_frames_resamples_30_to_25(fx: Path) -> None:
     assert 58 <= n_native <= 62
 
 
-def test_iter_video_frames_max_side_and_early_close(fx: Path) -> None:
+def test_iter_video_frames_max_side_and_early_close(fx: Path, ffmpeg_children) -> None:
     gen = iter_video_frames(fx / "av30.mp4", fps=25.0, max_side=33)
     frame = next(gen)
     assert frame.shape == (24, 32, 3) and frame.dtype == np.uint8
     gen.close()
+    assert_processes_gone([p for p in ffmpeg_children if p.stdout is not None])  # the decoder (not ffprobe)
 
 
 def test_iter_video_frames_errors(fx: Path) -> None:
@@ -306,7 +312,7 @@ def test_video_writer_audio_file_and_duration(fx: Path, tmp_path: Path) -> None:
     assert info.has_audio and info.duration == pytest.approx(0.6, abs=0.08)
 
 
-def test_video_writer_atomic_on_exception(tmp_path: Path) -> None:
+def test_video_writer_atomic_on_exception(tmp_path: Path, ffmpeg_children) -> None:
     out = tmp_path / "out.mp4"
 
     class Boom(Exception):
@@ -318,6 +324,7 @@ def test_video_writer_atomic_on_exception(tmp_path: Path) -> None:
                 vw.write(f)
             raise Boom()
     assert os.listdir(tmp_path) == []
+    assert_processes_gone(ffmpeg_children)  # the encoder was killed and reaped
 
 
 def test_video_writer_keeps_existing_target_on_failure(tmp_path: Path) -> None:

@@ -37,3 +37,33 @@ def test_sharpness_sees_blur(astronaut):
     sharp = astronaut[None]
     blurred = cv2.GaussianBlur(astronaut, (9, 9), 3)[None]
     assert metrics.sharpness(blurred) < 0.3 * metrics.sharpness(sharp)
+
+
+def test_sharpness_counts_only_the_mask_and_ignores_its_border(astronaut):
+    import cv2
+
+    img = astronaut[100:228, 150:278].copy()
+    mask = np.zeros(img.shape[:2], bool)
+    mask[32:96, 32:96] = True
+    bordered = img.copy()
+    bordered[~mask] = 0  # black outside the mask: a hard edge that must not count
+    assert metrics.sharpness(bordered[None], mask[None]) == pytest.approx(metrics.sharpness(img[None], mask[None]))
+    whole = metrics.sharpness(bordered[None])  # unmasked, the black area and its edge count
+    assert abs(whole / metrics.sharpness(img[None], mask[None]) - 1) > 0.1
+    blurred = img.copy()
+    blurred[mask] = cv2.GaussianBlur(img, (9, 9), 3)[mask]
+    assert metrics.sharpness_ratio(blurred[None], img[None], mask[None]) < 0.5
+    assert metrics.sharpness_ratio(img[None], img[None], mask[None]) == pytest.approx(1.0)
+
+
+def test_ssim_and_delta_e():
+    rng = np.random.default_rng(0)
+    a = (rng.random((64, 96)) * 255).astype(np.uint8)
+    assert metrics.ssim(a, a) == pytest.approx(1.0)
+    noisy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    assert 0 < metrics.ssim(a, noisy) < 0.9
+    red, pink = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8)
+    red[:] = (150, 20, 40)
+    pink[:] = (220, 150, 160)
+    assert metrics.delta_e(red, red) == 0.0
+    assert metrics.delta_e(red, pink) > 30  # dark red lipstick vs pale pink: far apart in CIELAB

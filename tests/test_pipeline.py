@@ -112,3 +112,28 @@ def test_several_faces_largest_by_default_or_chosen(pipeline, astronaut, grid_wa
     assert first.face_box[0] < 512 <= second.face_box[0]  # the big face is on the left
     with pytest.raises(NoFaceError, match="face index 2"):
         pipeline.render(canvas, short, output=None, options=RenderOptions(face_index=2))
+
+
+def test_runtime_never_imports_the_training_code(astronaut_path, grid_wav_path):
+    """load() and a render read everything they need (the sync delay too) from the checkpoint's metadata: the
+    training package (and what it pulls in) stays out of the runtime. Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, talkingface\n"
+        "from talkingface import media\n"
+        "pipe = talkingface.load()\n"
+        "assert pipe.sync_delay == talkingface.checkpoints.read_checkpoint(talkingface.checkpoints.resolve("
+        "'landmarks-v1'))[1]['info']['sync_delay']\n"
+        f"wav = media.load_audio({grid_wav_path!r})[:16000]\n"
+        f"pipe.render({astronaut_path!r}, wav, output=None)\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('talkingface.training'))\n"
+        "assert not bad, bad\n"
+        "print('ok', talkingface.__file__)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("ok") and str(root) in run.stdout  # this checkout's code was the one tested

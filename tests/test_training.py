@@ -71,10 +71,33 @@ def test_texture_training_runs(prepared):
     assert 0 < val["val_l1_mask"] < 2
 
 
-def test_sync_delay_anchors_on_lab_synchronized_clips():
-    from talkingface.training.landmark_training import sync_delay
+def test_sync_delay_cross_validation_finds_the_lead(monkeypatch):
+    """The CV delay: fold models that lead the real mouth by 2 frames on the lab-synchronized (GRID) clips get a
+    delay of 2; non-anchor training clips (here 5 frames off) and validation clips do not count."""
+    from talkingface import metrics
+    from talkingface.training import landmark_training as lt
 
-    # GRID clips measured 2 frames early by the consensus: predictions are delayed by 2
-    assert sync_delay({"rizkiarm__LipNet__GRID_a": -2, "rizkiarm__LipNet__GRID_b": -1, "x_GRID_c": -2,
-                       "obama": 4}) == 2
-    assert sync_delay({"obama": 4}) == 0  # no anchor clip: no correction
+    rng = np.random.default_rng(0)
+    clips = []
+    for i, (name, split) in enumerate([("x_GRID_a", "train"), ("x_GRID_b", "train"), ("obama", "train"),
+                                       ("y_GRID_val", "val")]):
+        t = 120
+        opening = np.convolve(rng.random(t + 10), np.ones(5) / 5, mode="same")[5:-5]  # smooth random motion
+        mouth = np.zeros((t, 59, 3), np.float32)
+        mouth[:, metrics.I_LO, 1] = -opening
+        feats = np.stack([np.arange(t), np.full(t, i)], axis=1).astype(np.float32)  # frame index, clip id
+        clips.append(lt.Clip(name, f"spk{i}", split, feats, mouth, np.ones(t, bool), np.zeros(t), mouth[0] * 0))
+    lead = {0: 2, 1: 2, 2: -5, 3: 0}  # frames by which the fake model's prediction leads the real mouth
+    seen = []
+
+    class Leading:
+        def predict(self, feats):
+            t, i = feats[:, 0].long().numpy(), int(feats[0, 1])
+            seen.append(clips[i].name)
+            return torch.from_numpy(clips[i].mouth[np.clip(t + lead[i], 0, len(t) - 1)])
+
+    monkeypatch.setattr(lt, "train", lambda fold, config, **kw: (Leading(), {}))
+    res = lt.cross_validate_sync_delay(clips, LandmarkConfig(), {}, folds=3, steps=1)
+    assert res["sync_delay"] == 2 and set(res["clips"]) == {"x_GRID_a", "x_GRID_b"}
+    assert set(seen) == {"x_GRID_a", "x_GRID_b"}  # validation and non-anchor clips are never predicted
+    assert res["r_by_delay"][2] > 0.99 > res["r_by_delay"][0]

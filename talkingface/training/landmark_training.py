@@ -41,7 +41,6 @@ class Clip:
     valid: np.ndarray  # (T,) bool
     energy: np.ndarray  # (T,) dB
     neutral: np.ndarray  # (59, 3)
-    av_lag: int = 0
 
 
 def shift(x: np.ndarray, k: int) -> np.ndarray:
@@ -107,20 +106,55 @@ def estimate_av_offsets(clips: list[Clip], config: LandmarkConfig, *, folds: int
     return offsets
 
 
-# Clips recorded with lab-synchronized audio and video (GRID corpus): the absolute reference for the AV offsets
+# Clips recorded with lab-synchronized audio and video (GRID corpus): the absolute clock for the sync delay
 SYNC_ANCHOR = "GRID"
 
 
-def sync_delay(offsets: dict[str, int], anchor: str = SYNC_ANCHOR) -> int:
-    """Frames by which predictions must be delayed to be in sync with the true clock.
+def cross_validate_sync_delay(clips: list[Clip], config: LandmarkConfig, offsets: dict[str, int], *,
+                              folds: int = 3, steps: int = 1000, max_delay: int = 4, anchor: str = SYNC_ANCHOR,
+                              seed: int = 0, **train_kwargs) -> dict:
+    """The sync delay of a landmark model trained with ``offsets``, decided inside the training speakers only.
 
     The AV-offset correction aligns the training clips to each other (to the consensus of models that never
-    saw each clip's speaker), not to an absolute clock. Clips known to be synchronized (``anchor`` in the
-    name) measure that consensus: an offset of -2 on them means predictions lead the mouth by 2 frames, so
-    they are delayed by 2. Returns 0 when no anchor clip is among the training clips.
+    saw each clip's speaker), not to an absolute clock, so a model trained on the corrected clips may lead
+    or trail the true clock. The training speakers are split into ``folds``; per fold, a model trained with
+    the shipped recipe (same offsets, same steps) on the other folds predicts the held-out fold's
+    lab-synchronized clips (``anchor`` in the name) from their features *as recorded* (the true clock), and
+    every delay d in 0..``max_delay`` (and the negative ones) is scored by the lag-0 Pearson r of mouth
+    opening of the delayed prediction (out[t] = pred[t - d]) against the real opening. The delay with the
+    best mean r over all held-out anchor clips is chosen. Validation clips are never read.
+
+    Returns {"sync_delay": d, "r_by_delay": {d: mean r}, "clips": {name: {d: r}}, "folds", "steps", ...}.
     """
-    anchored = [v for k, v in offsets.items() if anchor in k]
-    return int(-round(float(np.median(anchored)))) if anchored else 0
+    iod = metrics.canonical_iod()
+    train_clips = [c for c in clips if c.split == "train"]
+    recorded = {c.name: c.feats for c in train_clips}
+    speakers = sorted({c.speaker for c in train_clips})
+    np.random.default_rng(seed).shuffle(speakers)
+    delays = range(-max_delay, max_delay + 1)
+    per_clip: dict[str, dict[int, float]] = {}
+    for k in range(folds):
+        held = set(speakers[k::folds])
+        if not any(anchor in c.name for c in train_clips if c.speaker in held):
+            continue  # no anchor clip to score in this fold: nothing to learn from its model
+        fold = [Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train_clips]
+        apply_av_offsets(fold, offsets)
+        model, _ = train(fold, config, steps=steps, seed=seed + k, **train_kwargs)
+        for c in fold:
+            if c.split != "val" or anchor not in c.name:
+                continue
+            pred = metrics.opening(c.neutral + model.predict(torch.from_numpy(recorded[c.name])).numpy(), iod)
+            real = metrics.opening(c.mouth, iod)
+            per_clip[c.name] = {d: metrics.pearson(shift(pred, -d)[c.valid], real[c.valid]) for d in delays}
+            log.info("fold %d, %s: lag-0 r by delay %s", k, c.name,
+                     {d: round(r, 3) for d, r in per_clip[c.name].items()})
+    if not per_clip:
+        return {"sync_delay": 0, "r_by_delay": {}, "clips": {}, "folds": folds, "steps": steps,
+                "anchor": anchor, "note": "no anchor clip among the training speakers"}
+    mean_r = {d: float(np.mean([r[d] for r in per_clip.values()])) for d in delays}
+    best = max(mean_r, key=lambda d: (round(mean_r[d], 6), -abs(d)))
+    return {"sync_delay": int(best), "r_by_delay": mean_r, "clips": per_clip, "folds": folds, "steps": steps,
+            "anchor": anchor, "seed": seed}
 
 
 def apply_av_offsets(clips: list[Clip], offsets: dict[str, int]) -> None:
@@ -128,7 +162,6 @@ def apply_av_offsets(clips: list[Clip], offsets: dict[str, int]) -> None:
     for c in clips:
         if c.split == "train" and offsets.get(c.name):
             c.feats = shift(c.feats, offsets[c.name])
-            c.av_lag = offsets[c.name]
 
 
 def speaker_scales(clips: list[Clip]) -> dict[str, np.ndarray]:
@@ -247,9 +280,9 @@ def score(pred: np.ndarray, real: np.ndarray, valid: np.ndarray) -> dict:
     p_op, r_op = metrics.opening(pred, iod)[valid], metrics.opening(real, iod)[valid]
     p_w, r_w = metrics.width(pred, iod)[valid], metrics.width(real, iod)[valid]
     r_open, lag_open = metrics.pearson_lagged(p_op, r_op)
-    r_width, _ = metrics.pearson_lagged(p_w, r_w)
+    r_width, lag_width = metrics.pearson_lagged(p_w, r_w)
     return {
         "r_open": r_open, "r_open_lag0": metrics.pearson(p_op, r_op), "lag_open": lag_open,
-        "r_width": r_width, "r_width_lag0": metrics.pearson(p_w, r_w),
+        "r_width": r_width, "r_width_lag0": metrics.pearson(p_w, r_w), "lag_width": lag_width,
         "lip_dist": metrics.lip_distance(pred[valid], real[valid], iod),
     }
