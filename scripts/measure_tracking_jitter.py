@@ -55,7 +55,7 @@ def main() -> None:
     for e in entries:
         info = media.probe(e["source"])
         with face.FaceTracker(static=False, max_faces=1) as vt:
-            raw = tracking.track_video(media.iter_video_frames(e["source"], fps=info.video_rate), fps=info.video_rate,
+            raw = tracking.track_video(media.iter_video_frames(e["source"], fps=info.video_rate),
                                        video_tracker=vt, smooth_sigma=0.0, bank_size=1)
         smooth = copy.deepcopy(raw)
         tracking.smooth_track(smooth, args.sigma)

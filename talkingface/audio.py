@@ -30,7 +30,6 @@ N_MELS = 80
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = one video frame at 25 fps
 WHISPER_WINDOW = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed 30 s input
 WHISPER_FRAMES = 3000  # mel frames in a 30 s window; the encoder halves it to 1500 (50 Hz)
-WHISPER_DIM = 384  # tiny.en width
 
 
 def n_video_frames(n_samples: int) -> int:

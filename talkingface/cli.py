@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dub", action="store_true",
                    help="evaluate dubbing instead: self-dub, cross-dub sync, untouched-region PSNR, --adapt")
     e.add_argument("--adapt-steps", type=int, default=150, help="fine-tuning steps for the --adapt rows")
+    e.add_argument("--methods", metavar="A,B", default=None,
+                   help="with --dub: only these of model, model+adapt, static, energy (default: all)")
+    e.add_argument("--no-cross", action="store_true", help="with --dub: self-dubs only (no cross-dub sync rows)")
     e.add_argument("--texture-methods", metavar="A,B", default=None,
                    help="with --dub: only the texture table (lip-box PSNR/SSIM, sharpness, Delta E, flicker, lag-0 r) "
                         "of these mouth texture methods (e.g. texture-v1,warp,mouth-v2) and a plain re-encode")

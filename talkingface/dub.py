@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -384,24 +383,84 @@ def _generator_paint(pipe, generator, track: tracking.VideoTrack, mouth_canon: n
     return paint
 
 
-def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), phonemes=None,
-        progress: Callable[[int, int], None] | None = None, stage: Callable[[str], None] | None = None,
-        return_frames: bool = False, mouth_fn: Callable | None = None) -> DubResult:
-    """Dub ``video`` with ``audio`` using the models of ``pipe`` (a talkingface.Pipeline).
+class PipelinedWriter:
+    """Pass 2's two background threads and the encoder: while the caller paints one batch, the next batch is
+    decoded (``prefetch``/``frames``) and the previous one encoded (``write``); ffmpeg pipes and torch both
+    release the GIL. At most one batch is in flight each way (bounded memory; a thread's error surfaces at the
+    next call). ``abort`` (also on leaving the ``with`` block by an exception) cancels both threads, waits for
+    them, and removes the partial output. ``timings`` "decode" and "encode" are the waits for the threads."""
 
-    video: path of any video ffmpeg reads; audio: path or float32 mono 16 kHz array; output: mp4 path (written
-    atomically) or None. progress(done, total) is called per output frame; stage(name) at each pass.
-    mouth_fn(wav, neutral) -> (T, 59, 3) canonical mouth track at 25 fps replaces the landmark model (the
-    evaluation's baselines use it).
-    """
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-    say = stage or (lambda name: None)
-    vpath = str(video)
-    if output is not None:
-        out_dir = Path(output).resolve().parent
-        if not out_dir.is_dir():
-            raise InputError(f"output folder '{out_dir}' does not exist (for '{output}')")
+    def __init__(self, read: Callable[[int, int], list[np.ndarray]], writer: media.VideoWriter | None,
+                 timings: dict[str, float]):
+        self._read, self._writer, self.timings = read, writer, timings
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="talkingface-decode")
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="talkingface-encode")
+        self._upcoming = None
+        self._pending = None
+        timings.update(decode=timings.get("decode", 0.0), encode=timings.get("encode", 0.0))
+
+    def prefetch(self, a: int, b: int) -> None:
+        """Start decoding output frames a..b-1 in the background."""
+        self._upcoming = self._reader.submit(self._read, a, b)
+
+    def frames(self) -> list[np.ndarray]:
+        """The frames of the last ``prefetch`` (waits for them)."""
+        t0 = time.perf_counter()
+        frames = self._upcoming.result()
+        self.timings["decode"] += time.perf_counter() - t0
+        return frames
+
+    def write(self, frames: list[np.ndarray]) -> None:
+        """Encode ``frames`` in the background after the batch before them has been written."""
+        if self._writer is None:
+            return
+        t0 = time.perf_counter()
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._encoder.submit(self._emit, frames)
+        self.timings["encode"] += time.perf_counter() - t0
+
+    def _emit(self, batch: list[np.ndarray]) -> None:
+        for fr in batch:
+            self._writer.write(fr)
+
+    def close(self) -> None:
+        """Wait for the last batch and finish the file."""
+        if self._writer is not None:
+            t0 = time.perf_counter()
+            if self._pending is not None:
+                self._pending.result()
+            self._writer.close()
+            self.timings["encode"] += time.perf_counter() - t0
+
+    def abort(self) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
+        self._encoder.shutdown(wait=True, cancel_futures=True)  # no write may race the abort
+        if self._writer is not None:
+            self._writer.abort()
+
+    def __enter__(self) -> PipelinedWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        self._reader.shutdown(wait=True)
+        self._encoder.shutdown(wait=True)
+
+
+@dataclass
+class _Timeline:
+    """The output's frames: how many, which source frame each shows, and the new audio fitted to them."""
+    n_out: int
+    duration: float
+    n_samples: int
+    wav_out: np.ndarray
+    src_idx: np.ndarray
+
+
+def _check_video(vpath: str, options: DubOptions) -> tuple[media.MediaInfo, float, int | None]:
+    """Probe the input video: (info, output fps, decoder max side)."""
     info = media.probe(vpath)
     if not info.has_video or info.display_size is None:
         raise InputError(f"'{vpath}' has no video stream to dub")
@@ -410,24 +469,14 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     fps = float(options.fps or info.video_rate or 25.0)
     if not 1 <= fps <= 120:
         raise InputError(f"video '{vpath}' reports {fps} fps; pass an explicit output fps")
-    if isinstance(audio, np.ndarray):
-        wav = audio.astype(np.float32).reshape(-1)
-        aud_name = "<array>"
-        if wav.size == 0:
-            raise InputError("audio array is empty")
-    else:
-        aud_name = str(audio)
-        wav = media.load_audio(audio, max_seconds=options.max_seconds)
-    energy = audio_mod.check_speech(wav, aud_name)
-    max_side = options.max_size  # None: the input's size, odd sides too (the writer pads them to even)
-    face.check_image_size(*info.display_size, vpath)
-    timings["load"] = time.perf_counter() - t_start
+    return info, fps, options.max_size  # max side None: the input's size, odd sides too (the writer pads them)
 
-    # pass 1: track the face through the whole video
-    say("tracking")
+
+def _track(pipe, vpath: str, info, fps: float, max_side: int | None, options: DubOptions, timings: dict,
+           progress: Callable[[int, int], None] | None) -> tracking.VideoTrack:
+    """Pass 1: decode the video once and track the chosen face through it."""
     n_est = int(round((info.duration or 0) * fps))
     t0 = time.perf_counter()
-    size = pipe.crop_size
     decoded = media.iter_video_frames(vpath, fps=fps, max_side=max_side)
     first = next(decoded, None)
     if first is None:
@@ -439,9 +488,9 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     vt = face.FaceTracker(static=False, max_faces=min(checks.MAX_FACES, want))
     try:
         track = tracking.track_video(
-            itertools.chain([first], decoded), fps=fps, video_tracker=vt,
+            itertools.chain([first], decoded), video_tracker=vt,
             photo_tracker=pipe.tracker, face_index=options.face_index, face_point=options.face_point,
-            crop_size=size, smooth_sigma=options.smooth, source=vpath, timings=timings,
+            crop_size=pipe.crop_size, smooth_sigma=options.smooth, source=vpath, timings=timings,
             progress=(lambda i: progress(i, n_est)) if progress else None)
     finally:
         vt.close()
@@ -453,47 +502,82 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
                     "the frames that could be decoded", vpath, n_src, n_est)
     if n_src < 2:
         raise InputError(f"video '{vpath}' has {n_src} frame(s); a video of at least 2 frames is needed")
+    return track
 
-    # the new audio, fitted to the length policy
-    audio_seconds = len(wav) / audio_mod.SAMPLE_RATE
-    n_out = output_length(n_src, audio_seconds, fps, options.length)
+
+def _plan(n_src: int, wav: np.ndarray, fps: float, policy: str) -> _Timeline:
+    """The output timeline under the length policy, and the new audio padded or cut to it."""
+    n_out = output_length(n_src, len(wav) / audio_mod.SAMPLE_RATE, fps, policy)
     duration = n_out / fps
     n_samples = int(round(duration * audio_mod.SAMPLE_RATE))
     wav_out = np.pad(wav, (0, max(0, n_samples - len(wav))))[:n_samples]
-    src_idx = source_indices(n_out, n_src, options.length)
+    return _Timeline(n_out, duration, n_samples, wav_out, source_indices(n_out, n_src, policy))
+
+
+def _painter(pipe, track: tracking.VideoTrack, mouth_canon: np.ndarray, neutral: np.ndarray,
+             options: DubOptions, fps: float, say: Callable[[str], None], timings: dict) -> tuple[Callable, dict | None]:
+    """paint(frames, work, timings) of the pipeline's texture method (and --adapt's report)."""
+    target_open = metrics.opening(mouth_canon, metrics.canonical_iod())
+    if pipe.painter is not None:
+        if options.adapt:
+            raise InputError(f"--adapt fine-tunes the first version's generator; the mouth stage "
+                             f"('{pipe.texture_name}') copies this video's own pixels and needs no adaptation "
+                             "(use --texture texture-v1 with --adapt)")
+        return _painter_paint(pipe, track, mouth_canon, neutral, target_open), None
+    generator, adapt_report = pipe.generator, None
+    if options.adapt:
+        say("adapting")
+        t0 = time.perf_counter()
+        generator, adapt_report = adapt_generator(pipe.generator, track.bank, steps=options.adapt_steps,
+                                                  device=pipe.device, fps=fps, progress=None)
+        timings["adapt"] = time.perf_counter() - t0
+    return _generator_paint(pipe, generator, track, mouth_canon, target_open, pipe.crop_size), adapt_report
+
+
+def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), phonemes=None,
+        progress: Callable[[int, int], None] | None = None, stage: Callable[[str], None] | None = None,
+        return_frames: bool = False, mouth_fn: Callable | None = None) -> DubResult:
+    """Dub ``video`` with ``audio`` using the models of ``pipe`` (a talkingface.Pipeline).
+
+    video: path of any video ffmpeg reads; audio: path or float32 mono 16 kHz array; output: mp4 path (written
+    atomically) or None. progress(done, total) is called per output frame; stage(name) at each pass.
+    mouth_fn(wav, neutral) -> (T, 59, 3) canonical mouth track at 25 fps replaces the landmark model (the
+    evaluation's baselines use it).
+    """
+    from .pipeline import check_output_folder, load_speech
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    say = stage or (lambda name: None)
+    vpath = str(video)
+    # inputs
+    check_output_folder(output)
+    info, fps, max_side = _check_video(vpath, options)
+    wav, energy = load_speech(audio, max_seconds=options.max_seconds)
+    face.check_image_size(*info.display_size, vpath)
+    timings["load"] = time.perf_counter() - t_start
+
+    # pass 1: track the face through the whole video
+    say("tracking")
+    track = _track(pipe, vpath, info, fps, max_side, options, timings, progress)
+    plan = _plan(track.n_frames, wav, fps, options.length)
+    n_out = plan.n_out
 
     # mouth shapes for the new speech, this person's resting mouth, placed by each frame's pose
     ok = track.valid.copy()
     turned = ok & ((np.abs(track.yaw) > options.max_angle) | (np.abs(track.pitch) > options.max_angle))
     ok &= ~turned
     neutral = metrics.neutral_mouth(track.mouth_canon, track.valid).astype(np.float64)
-    gate_energy = energy if len(wav_out) == len(wav) else None
+    gate_energy = energy if len(plan.wav_out) == len(wav) else None
     if mouth_fn is not None:
-        mouth25 = mouth_fn(wav_out, neutral)
+        mouth25 = mouth_fn(plan.wav_out, neutral)
     else:
-        mouth25 = pipe.predict_mouth(wav_out, neutral, motion_scale=options.motion_scale,
+        mouth25 = pipe.predict_mouth(plan.wav_out, neutral, motion_scale=options.motion_scale,
                                      silence_gate=options.silence_gate, timings=timings, energy=gate_energy,
                                      phonemes=phonemes)
     mouth_canon = _resample_track(mouth25, n_out, fps).astype(np.float32)
     weights = tracking.edge_weights(ok)
-
-    target_open = metrics.opening(mouth_canon, metrics.canonical_iod())
-    adapt_report = None
-    if pipe.painter is not None:
-        if options.adapt:
-            raise InputError(f"--adapt fine-tunes the first version's generator; the mouth stage "
-                             f"('{pipe.texture_name}') copies this video's own pixels and needs no adaptation "
-                             "(use --texture texture-v1 with --adapt)")
-        paint = _painter_paint(pipe, track, mouth_canon, neutral, target_open)
-    else:
-        generator = pipe.generator
-        if options.adapt:
-            say("adapting")
-            t0 = time.perf_counter()
-            generator, adapt_report = adapt_generator(pipe.generator, track.bank, steps=options.adapt_steps,
-                                                      device=pipe.device, fps=fps, progress=None)
-            timings["adapt"] = time.perf_counter() - t0
-        paint = _generator_paint(pipe, generator, track, mouth_canon, target_open, size)
+    paint, adapt_report = _painter(pipe, track, mouth_canon, neutral, options, fps, say, timings)
 
     # pass 2: decode in output order, paint, blend, encode
     say("rendering")
@@ -503,80 +587,51 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     timings.update(decode=0.0, texture=0.0, composite=0.0, encode=0.0)
     writer = None
     if output is not None:
-        audio_arg = audio if (not isinstance(audio, np.ndarray) and n_samples <= len(wav)) else wav_out
+        audio_arg = audio if (not isinstance(audio, np.ndarray) and plan.n_samples <= len(wav)) else plan.wav_out
         writer = media.VideoWriter(output, fps, track.width, track.height, audio=audio_arg,
-                                   audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration,
+                                   audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=plan.duration,
                                    pad_odd=True)
         writer.open()
     counts = {"dubbed": 0, "no_face": 0, "turned": 0}
-    # decoding the next batch and encoding the previous one run in two threads while the generator paints this
-    # one (ffmpeg pipes and torch both release the GIL); "decode"/"encode" timings are the waits for them
-    reader = ThreadPoolExecutor(1, thread_name_prefix="talkingface-decode")
-    encoder = ThreadPoolExecutor(1, thread_name_prefix="talkingface-encode")
 
     def read(a: int, b: int) -> list[np.ndarray]:
-        return [source.get(int(s)) for s in src_idx[a:b]]
-
-    def emit(batch: list[np.ndarray]) -> None:
-        for fr in batch:
-            writer.write(fr)
+        return [source.get(int(s)) for s in plan.src_idx[a:b]]
 
     bs = options.batch_size
     try:
-        upcoming = reader.submit(read, 0, min(n_out, bs))
-        pending = None
-        for start in range(0, n_out, bs):
-            stop = min(n_out, start + bs)
-            t0 = time.perf_counter()
-            frames = upcoming.result()
-            if stop < n_out:
-                upcoming = reader.submit(read, stop, min(n_out, stop + bs))
-            timings["decode"] += time.perf_counter() - t0
-            work = []  # (position in batch, source frame, output frame, fade weight)
-            for j, k in enumerate(range(start, stop)):
-                s = int(src_idx[k])
-                if not ok[s] or weights[s] <= 0:
-                    counts["no_face" if not track.valid[s] else "turned"] += 1
-                    continue
-                mouth_out[k] = track.frame(s).to_image(mouth_canon[k].astype(np.float64))[:, :2]
-                work.append((j, s, k, float(weights[s])))
-            if work:
-                paint(frames, work, timings)
-                counts["dubbed"] += len(work)
-            t0 = time.perf_counter()
-            if writer is not None:
-                if pending is not None:
-                    pending.result()  # one batch in flight at most: bounded memory, and its errors surface here
-                pending = encoder.submit(emit, frames)
-            if frames_out is not None:
-                frames_out.extend(frames)
-            timings["encode"] += time.perf_counter() - t0
-            if progress is not None:
-                progress(stop, n_out)
-        if writer is not None:
-            t0 = time.perf_counter()
-            if pending is not None:
-                pending.result()
-            writer.close()
-            timings["encode"] += time.perf_counter() - t0
-    except BaseException:
-        reader.shutdown(wait=True, cancel_futures=True)
-        encoder.shutdown(wait=True, cancel_futures=True)  # no write may race the abort
-        if writer is not None:
-            writer.abort()
-        raise
+        with PipelinedWriter(read, writer, timings) as io:
+            io.prefetch(0, min(n_out, bs))
+            for start in range(0, n_out, bs):
+                stop = min(n_out, start + bs)
+                frames = io.frames()
+                if stop < n_out:
+                    io.prefetch(stop, min(n_out, stop + bs))
+                work = []  # (position in batch, source frame, output frame, fade weight)
+                for j, k in enumerate(range(start, stop)):
+                    s = int(plan.src_idx[k])
+                    if not ok[s] or weights[s] <= 0:
+                        counts["no_face" if not track.valid[s] else "turned"] += 1
+                        continue
+                    mouth_out[k] = track.frame(s).to_image(mouth_canon[k].astype(np.float64))[:, :2]
+                    work.append((j, s, k, float(weights[s])))
+                if work:
+                    paint(frames, work, timings)
+                    counts["dubbed"] += len(work)
+                io.write(frames)
+                if frames_out is not None:
+                    frames_out.extend(frames)
+                if progress is not None:
+                    progress(stop, n_out)
+            io.close()
     finally:
-        reader.shutdown(wait=True)
-        encoder.shutdown(wait=True)
         source.close()
     timings["total"] = time.perf_counter() - t_start
     if counts["no_face"] or counts["turned"]:
         log.info("%s: %d frames dubbed, %d passed through without the face, %d turned beyond %g degrees",
                  vpath, counts["dubbed"], counts["no_face"], counts["turned"], options.max_angle)
     return DubResult(
-        output=str(output) if output is not None else None, fps=fps, n_frames=n_out, n_source_frames=n_src,
-        duration=duration, frames_dubbed=counts["dubbed"], frames_no_face=counts["no_face"],
-        frames_turned=counts["turned"], n_faces=track.n_faces_max, face_box=track.first_box,
-        mouth_landmarks=mouth_out, mouth_canonical=mouth_canon, adapt=adapt_report, frames=frames_out,
-        timings=timings)
-
+        output=str(output) if output is not None else None, fps=fps, n_frames=n_out,
+        n_source_frames=track.n_frames, duration=plan.duration, frames_dubbed=counts["dubbed"],
+        frames_no_face=counts["no_face"], frames_turned=counts["turned"], n_faces=track.n_faces_max,
+        face_box=track.first_box, mouth_landmarks=mouth_out, mouth_canonical=mouth_canon, adapt=adapt_report,
+        frames=frames_out, timings=timings)

@@ -242,7 +242,8 @@ def _strip(real_crops: np.ndarray, out_crops: np.ndarray, path: str, n: int = 8)
 
 
 def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None = None,
-                 energy_direction: np.ndarray | None = None, adapt_steps: int = 150) -> dict:
+                 energy_direction: np.ndarray | None = None, adapt_steps: int = 150,
+                 only: list[str] | None = None, cross: bool = True) -> dict:
     """Dubbing on the validation clips (all at 25 fps, so frames line up with the prepared real tracks).
 
     self-dub: clip A dubbed with its own audio, re-tracked, against A's real mouth (as the landmark level).
@@ -250,7 +251,8 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
     opening with B's speech energy (best Pearson r within +-8 frames, and its lag), and with A's own audio,
     which must drop. Untouched region: PSNR of the rows above the nose between the input and the output
     video, beside the PSNR of a plain re-encode of the input at the same quality (the floor set by H.264).
-    Methods: the model, the model after --adapt, and the static-mouth and energy-driven baselines.
+    Methods: the model, the model after --adapt, and the static-mouth and energy-driven baselines (``only``:
+    a subset of them; ``cross=False``: self-dubs only, no cross-dub or real-video sync rows).
     """
     from .audio import speech_energy
     from .dub import DubOptions
@@ -273,6 +275,11 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
     methods = {"model": {}, "model+adapt": {"adapt": True, "adapt_steps": adapt_steps}, "static": {}, "energy": {}}
     if energy_direction is None:
         methods.pop("energy")
+    if only:
+        unknown = set(only) - set(methods)
+        if unknown:
+            raise ValueError(f"unknown dubbing methods {sorted(unknown)} (have: {', '.join(methods)})")
+        methods = {k: v for k, v in methods.items() if k in only}
     rows = []
     for e in entries:
         d = np.load(os.path.join(data, e["clip"] + ".npz"))
@@ -290,8 +297,8 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
             if method in ("static", "energy"):
                 def mouth_fn(wav, neutral, _m=method):
                     return baseline_tracks(neutral, speech_energy(wav), energy_direction)[_m]
-            kinds = (("self", wavs[e["clip"]]),) if extra.get("adapt") else (("self", wavs[e["clip"]]),
-                                                                             ("cross", wavs[b["clip"]]))
+            kinds = (("self", wavs[e["clip"]]),) if extra.get("adapt") or not cross else (
+                ("self", wavs[e["clip"]]), ("cross", wavs[b["clip"]]))
             for kind, wav in kinds:  # --adapt is measured where it matters (sharpness, self-dub): it costs minutes
                 path = os.path.join(dub_dir, f"{e['clip']}.{kind}.{method}.mp4")
                 res = pipe.dub(e["source"], wav, output=path, mouth_fn=mouth_fn,
@@ -324,7 +331,8 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
                         row[f"sync_{who}"], row[f"sync_{who}_lag"] = _sync(opening, valid_out, energies[clip])
                 rows.append(row)
                 log.info("%s", row)
-    rows += sync_reference(entries, partners, data, energies)
+    if cross:
+        rows += sync_reference(entries, partners, data, energies)
     summary = {}
     for method in (*methods, "real video"):
         for kind in ("self", "cross"):
@@ -562,8 +570,9 @@ def main(args: argparse.Namespace) -> int:
     info = _landmark_info(args.checkpoints)
     direction = np.asarray(info["energy_direction"], np.float32) if "energy_direction" in info else None
     if getattr(args, "dub", False):
+        only = [m.strip() for m in args.methods.split(",") if m.strip()] if getattr(args, "methods", None) else None
         evaluate_dub(pipe, args.data, args.out, max_clips=args.max_clips, energy_direction=direction,
-                     adapt_steps=args.adapt_steps)
+                     adapt_steps=args.adapt_steps, only=only, cross=not getattr(args, "no_cross", False))
         return 0
     evaluate(pipe, args.data, args.out, video=not args.no_video, max_clips=args.max_clips,
              energy_direction=direction, train_speakers=info.get("train_speakers"))

@@ -176,8 +176,6 @@ class HeadPose:
     yaw: float  # degrees, + = face turned to the image's right
     pitch: float  # degrees
     roll: float  # degrees
-    rvec: np.ndarray
-    tvec: np.ndarray
 
 
 def head_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> HeadPose:
@@ -198,7 +196,7 @@ def head_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> HeadPose:
     pitch = np.degrees(np.arctan2(-rmat[1, 2], rmat[2, 2]))
     yaw = np.degrees(np.arcsin(np.clip(rmat[0, 2], -1, 1)))
     roll = np.degrees(np.arctan2(-rmat[0, 1], rmat[0, 0]))
-    return HeadPose(float(yaw), float(pitch), float(roll), rvec.ravel(), tvec.ravel())
+    return HeadPose(float(yaw), float(pitch), float(roll))
 
 
 @dataclass(frozen=True)

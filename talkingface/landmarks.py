@@ -10,7 +10,8 @@ little data needs.
 Bidirectional: rendering is offline (the whole audio is known), and the mouth moves *before* the sound it
 makes (coarticulation, plosive closures), which a causal model cannot see in time; a BiLSTM sees both
 sides, so it need not lag. Training targets are divided by each speaker's own motion range so loud and
-quiet talkers count alike; ``motion_scale`` turns the prediction back into centimetres.
+quiet talkers count alike; the ``cm_per_unit`` buffer turns the prediction back into centimetres (the
+user's ``RenderOptions.motion_scale`` multiplies the result afterwards).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class LandmarkConfig:
 
 
 class LandmarkModel(nn.Module):
-    """features (B, T, F) -> mouth offsets (B, T, n_points, 3) in canonical cm (before ``motion_scale``)."""
+    """features (B, T, F) -> mouth offsets (B, T, n_points, 3) in canonical cm (before ``cm_per_unit``)."""
 
     def __init__(self, config: LandmarkConfig):
         super().__init__()
@@ -61,7 +62,7 @@ class LandmarkModel(nn.Module):
         # PCA basis and per-dimension scale of the (speaker-normalized) offsets: data, saved with the weights
         self.register_buffer("pca_basis", torch.zeros(c.n_pca, c.n_points * 3))  # (K, P*3)
         self.register_buffer("pca_mean", torch.zeros(c.n_points * 3))  # (P*3,)
-        self.register_buffer("motion_scale", torch.ones(c.n_points * 3))  # (P*3,) cm per normalized unit
+        self.register_buffer("cm_per_unit", torch.ones(c.n_points * 3))  # (P*3,) cm per normalized unit
 
     def coefficients(self, feats: torch.Tensor) -> torch.Tensor:
         h = self.inp(feats)  # (B, T, H)
@@ -70,10 +71,16 @@ class LandmarkModel(nn.Module):
         return self.head(h)  # (B, T, K)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Normalized offsets (B, T, P, 3): multiply by ``motion_scale`` for centimetres."""
+        """Normalized offsets (B, T, P, 3): multiply by ``cm_per_unit`` for centimetres."""
         coef = self.coefficients(feats)  # (B, T, K)
         flat = coef @ self.pca_basis + self.pca_mean  # (B, T, P*3)
         return flat.view(*flat.shape[:2], self.config.n_points, 3)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "motion_scale"  # the buffer's name in checkpoints written before it was renamed
+        if old in state_dict:
+            state_dict[prefix + "cm_per_unit"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def predict(self, feats: torch.Tensor) -> torch.Tensor:
@@ -82,4 +89,4 @@ class LandmarkModel(nn.Module):
         self.eval()
         out = self(feats[None])[0]  # (T, P, 3)
         self.train(was_training)
-        return out * self.motion_scale.view(self.config.n_points, 3)
+        return out * self.cm_per_unit.view(self.config.n_points, 3)

@@ -24,7 +24,7 @@ A (bilabials), lips narrowed during F (rounded vowels and w). What it buys is me
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,11 +163,6 @@ def frame_visemes(phones: Sequence[Phone], n_frames: int, fps: float) -> list[st
         for i in range(round(seg["start"] * fps), min(n_frames, round(seg["end"] * fps))):
             out[i] = seg["viseme"]
     return out
-
-
-def shift(phones: Iterable[Phone], offset: float) -> list[Phone]:
-    """The same phones, ``offset`` seconds later."""
-    return [Phone(p.symbol, p.start + offset, p.end + offset) for p in phones]
 
 
 # --- correcting a mouth track ----------------------------------------------------------------------------

@@ -67,6 +67,27 @@ class RenderResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
+def check_output_folder(output) -> None:
+    """The folder an output file goes to must exist (checked before any work)."""
+    if output is not None:
+        out_dir = Path(output).resolve().parent
+        if not out_dir.is_dir():
+            raise InputError(f"output folder '{out_dir}' does not exist (for '{output}')")
+
+
+def load_speech(audio, *, max_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """The speech input of render and dub: a path (any format ffmpeg reads) or a float array of 16 kHz mono ->
+    (wav (n,) float32, speech_energy per frame), refused when empty, too short, not finite or silent
+    (audio.check_speech)."""
+    if isinstance(audio, np.ndarray):
+        wav = audio.astype(np.float32).reshape(-1)
+        if wav.size == 0:
+            raise InputError("audio array is empty")
+        return wav, audio_mod.check_speech(wav, "<array>")
+    wav = media.load_audio(audio, max_seconds=max_seconds)
+    return wav, audio_mod.check_speech(wav, str(audio))
+
+
 def _smooth_gate(active: np.ndarray, attack: int = 2, release: int = 4) -> np.ndarray:
     """Speech mask -> gate in [0, 1] that opens ``attack`` frames before speech and closes over ``release``."""
     g = active.astype(np.float32)
@@ -180,23 +201,13 @@ class Pipeline:
         t_start = time.perf_counter()
         # 1. inputs
         img_name = str(image) if not isinstance(image, np.ndarray) else "<array>"
-        aud_name = str(audio) if not isinstance(audio, np.ndarray) else "<array>"
-        if output is not None:
-            out_dir = Path(output).resolve().parent
-            if not out_dir.is_dir():
-                raise InputError(f"output folder '{out_dir}' does not exist (for '{output}')")
+        check_output_folder(output)
         img = media.load_image(image) if not isinstance(image, np.ndarray) else image
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise InputError(f"image {img_name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")
         face.check_image_size(img.shape[1], img.shape[0], img_name)
         img = self._fit_size(img, options.max_size)
-        if isinstance(audio, np.ndarray):
-            wav = audio.astype(np.float32).reshape(-1)
-            if wav.size == 0:
-                raise InputError("audio array is empty")
-        else:
-            wav = media.load_audio(audio, max_seconds=options.max_audio_seconds)
-        energy = audio_mod.check_speech(wav, aud_name)
+        wav, energy = load_speech(audio, max_seconds=options.max_audio_seconds)
         timings["load"] = time.perf_counter() - t_start
 
         # 2. the face: landmarks, pose, resting mouth

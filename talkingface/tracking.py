@@ -46,9 +46,8 @@ class BankEntry:
 
 @dataclass
 class VideoTrack:
-    """Per-frame results of tracking one face through a video (N frames at ``fps``)."""
+    """Per-frame results of tracking one face through a video (N frames at the rate it was decoded at)."""
 
-    fps: float
     width: int
     height: int
     valid: np.ndarray  # (N,) bool: the chosen face was found
@@ -143,7 +142,7 @@ def smooth_track(track: VideoTrack, sigma: float) -> None:
             track.points[a:b] = gaussian_filter1d(track.points[a:b], sigma, axis=0, mode="reflect", truncate=3.0)
 
 
-def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face.FaceTracker,
+def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker,
                 photo_tracker: face.FaceTracker | None = None, face_index: int | None = None,
                 face_point: tuple[float, float] | None = None, crop_size: int = 128, bank_size: int = 256,
                 smooth_sigma: float = 1.0, source: str = "video", seed: int = 0,
@@ -247,7 +246,7 @@ def track_video(frames: Iterable[np.ndarray], *, fps: float, video_tracker: face
         raise NoFaceError(f"{what} in any of the {n} frames of '{source}'")
     rig = np.array(rigid)
     track = VideoTrack(
-        fps=fps, width=width, height=height, valid=valid_a, scale=rig[:, 0].copy(),
+        width=width, height=height, valid=valid_a, scale=rig[:, 0].copy(),
         rot=rig[:, 1:10].reshape(n, 3, 3).copy(), trans=rig[:, 10:13].copy(),
         mouth_img=np.array(mouths, np.float32), nose_img=np.array(noses, np.float32),
         mouth_canon=np.array(canon, np.float32), points=np.array(allpts, np.float32), yaw=np.array(yaws), pitch=np.array(pitches),

@@ -37,7 +37,7 @@ def test_landmark_model_predict_scales_to_cm():
     torch.manual_seed(0)
     model = LandmarkModel(TINY_LM)
     model.pca_basis.normal_()
-    model.motion_scale.fill_(2.0)
+    model.cm_per_unit.fill_(2.0)
     x = torch.randn(10, 24)
     assert model.training  # predict() must not leave the model in eval mode
     pred = model.predict(x)
@@ -102,7 +102,7 @@ def test_mask_and_sketch():
 
 def _save_tiny(tmp_path, name="landmarks-v1"):
     model = LandmarkModel(TINY_LM)
-    model.motion_scale.fill_(0.5)
+    model.cm_per_unit.fill_(0.5)
     file = f"{name}.safetensors"
     checkpoints.save_module(tmp_path / file, model, TINY_LM, model="landmarks", info={"steps": 3})
     checkpoints.add_to_manifest(tmp_path, name, file, model="landmarks", info={})

@@ -47,7 +47,7 @@ def test_landmark_training_runs(prepared):
     _, log_long = lt.train(clips, cfg, steps=2, batch=4, window=120)
     assert log_long["info"]["train_clips"] == ["spk_b_1", "spk_c_1"]
     assert len(log["history"]) >= 1 and np.isfinite(log["history"][-1]["loss"])
-    assert model.motion_scale.min() > 0 and model.pca_basis.abs().sum() > 0
+    assert model.cm_per_unit.min() > 0 and model.pca_basis.abs().sum() > 0
     shifts = lt.estimate_av_offsets(clips, cfg, folds=2, steps=2, batch=2, window=40)
     assert isinstance(shifts, dict) and set(shifts) <= {"spk_b_1", "spk_c_1"}
     by_name = {c.name: c for c in clips}

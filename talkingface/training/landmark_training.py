@@ -7,7 +7,7 @@ Steps (``train``):
    estimated by first-pass models that never saw the clip's speaker (``estimate_av_offsets``); the
    clip's features are shifted by it (``apply_av_offsets``);
 3. per speaker, the motion range: targets are divided by the speaker's per-coordinate standard deviation;
-   ``motion_scale`` (the mean range over speakers) turns predictions back into centimetres;
+   ``cm_per_unit`` (the mean range over speakers) turns predictions back into centimetres;
 4. a PCA basis of the normalized offsets (K components) is fitted and frozen into the model;
 5. AdamW on random windows, loss = MSE of offsets + MSE of their frame-to-frame velocity, on valid frames.
 """
@@ -198,7 +198,7 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
     model = LandmarkModel(config).to(device)
     model.pca_basis.copy_(torch.from_numpy(basis))
     model.pca_mean.copy_(torch.from_numpy(mean))
-    model.motion_scale.copy_(torch.from_numpy(np.mean(list(scales.values()), axis=0).astype(np.float32)))
+    model.cm_per_unit.copy_(torch.from_numpy(np.mean(list(scales.values()), axis=0).astype(np.float32)))
     targets = [((c.mouth - c.neutral).reshape(len(c.mouth), -1) / scales[c.speaker]).astype(np.float32)
                for c in train_clips]
     weights = np.array([len(c.feats) for c in train_clips], np.float64)
