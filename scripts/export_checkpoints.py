@@ -44,7 +44,8 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
                 f"{cv['folds']}-fold cross-validation on the training speakers only (models of the same recipe, "
                 f"{cv['steps']} steps, predicting held-out {cv['anchor']} clips, lab-synchronized, from their audio "
                 f"as recorded; {len(cv['clips'])} clips): mean lag-0 r of mouth opening by delay "
-                + ", ".join(f"{d}: {r:.3f}" for d, r in cv["r_by_delay"].items()))
+                + ", ".join(f"{d}: {r:.3f}" for d, r in cv["r_by_delay"].items())
+                + (f" ({cv['note']})" if cv.get("note") else ""))
         lines += [
             "", "## Validation at training time (speakers never trained on; landmark level, no sync delay)", "",
             "| method | r opening, lag 0 | best within +-2 | r width, lag 0 | best within +-2 | lip dist / iod |",

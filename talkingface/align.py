@@ -15,12 +15,12 @@ import re
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .errors import InputError
 from .phonemes import SILENCE, Phone
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_S = 0.01  # PocketSphinx frames are 10 ms
 
 ARPABET_TO_IPA = {

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "under the speech, 0 = rest on a neutral closed mouth (default) .. 1 = keep it all")
     r.add_argument("--crf", type=arg("crf"), default=18, help="H.264 quality 0-51, lower is better (default 18)")
     r.add_argument("--landmarks-json", default=None, metavar="PATH",
-                   help="also write the per-frame mouth landmarks (image pixels) as JSON")
+                   help="also write the mouth track (image pixels, visemes when known) as the lip-sync JSON of "
+                        "docs/LIPSYNC.md")
     dub = r.add_argument_group("dubbing (with --video)")
     _add_dub_options(dub)
     _add_common(r)
@@ -294,29 +295,22 @@ def _speech(args: argparse.Namespace):
     return args.audio, align.align(media.load_audio(args.audio), transcript)
 
 
-def _write_landmarks_json(path: str, fps: float, mouth, video: str) -> None:
-    """Write the mouth track beside the video just written; if that fails, remove the video too (both or
-    neither)."""
-    import json
+def _write_landmarks_json(path: str, result, phonemes, mode: str) -> None:
+    """Write the mouth track beside the video just written, as the lip-sync JSON of docs/LIPSYNC.md (the one
+    writer the web page uses too); if that fails, remove the video too (both or neither)."""
+    from . import lipsync
 
-    import numpy as np
-
-    frames = [None if not np.isfinite(m).all() else m.round(2).tolist() for m in mouth]
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            json.dump({"fps": fps, "points": "face.MOUTH (59 FaceMesh ids: lips outer, lips inner, jaw)",
-                       "frames": frames}, f)
-        os.replace(tmp, path)
+        lipsync.write_mouth_json(path, result, phonemes, source={"mode": mode})
     except BaseException as e:
-        for p in (tmp, video):
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise TalkingFaceError(f"could not write --landmarks-json '{path}': {e.strerror or e}; the video was "
-                                   f"removed too") from e
+        try:
+            os.remove(result.output)
+        except (OSError, TypeError):
+            pass
+        if isinstance(e, (OSError, TalkingFaceError)):
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise TalkingFaceError(f"could not write --landmarks-json '{path}': {why}; the video was removed "
+                                   f"too") from e
         raise
 
 
@@ -380,7 +374,7 @@ def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
     finally:
         bar.close()
     if args.landmarks_json:
-        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks, result.output)
+        _write_landmarks_json(args.landmarks_json, result, phonemes, "dub")
     t = result.timings
     if result.n_faces > 1:
         how = f"face {args.face}" if args.face is not None else (
@@ -444,7 +438,7 @@ def _render(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.landmarks_json:
-        _write_landmarks_json(args.landmarks_json, result.fps, result.mouth_landmarks, result.output)
+        _write_landmarks_json(args.landmarks_json, result, phonemes, "photo")
     t = result.timings
     if result.n_faces > 1:
         chosen = 0 if args.face is None else args.face
@@ -466,7 +460,7 @@ def _voices(args: argparse.Namespace) -> int:
 
 
 def _lipsync(args: argparse.Namespace) -> int:
-    from . import align, lipsync, media
+    from . import align, audio, lipsync, media
     from .pipeline import load
 
     from . import checks
@@ -496,7 +490,7 @@ def _lipsync(args: argparse.Namespace) -> int:
     source = {"audio": None if args.audio is None else os.path.basename(args.audio), "text": args.text is not None
               or args.text_file is not None, "voice": args.voice, "phoneme_timing": timing,
               "landmarks_corrected_by_phonemes": bool(phonemes)}
-    doc = lipsync.mouth_data(points, lipsync.MODEL_FPS, phonemes=visemes_from, duration=len(wav) / 16000,
+    doc = lipsync.mouth_data(points, lipsync.MODEL_FPS, phonemes=visemes_from, duration=len(wav) / audio.SAMPLE_RATE,
                              out_fps=args.fps, space=space, source=source)
     written = lipsync.write(doc, args.output, fmt)
     print(f"wrote {', '.join(written)}: {doc['n_frames']} frames at {doc['fps']:g} fps, "

@@ -127,6 +127,13 @@ def mouth_track_json(result, phonemes: Sequence[Phone] | None = None, *, fps: fl
                       space="image", source=source)
 
 
+def write_mouth_json(path: str | os.PathLike, result, phonemes: Sequence[Phone] | None = None, *,
+                     source: dict | None = None) -> None:
+    """A render's or a dub's mouth track as the documented lip-sync JSON: the one writer the CLI's
+    ``--landmarks-json`` and the web page use."""
+    write(mouth_track_json(result, phonemes, source=source), path, "json")
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.resolve().parent))
     try:

@@ -25,6 +25,7 @@ from typing import IO, Iterator, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .audio import SAMPLE_RATE  # one home: talkingface.audio (re-exported here for media's callers)
 from .errors import InputError, TalkingFaceError
 
 __all__ = [
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-SAMPLE_RATE = 16000
 MAX_IMAGE_PIXELS = 40_000_000
 #: Pillow format names accepted by :func:`load_image` (MPO = multi-picture JPEG from phones).
 SUPPORTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks
+from . import checks, lipsync
 from .checkpoints import shipped
 from .errors import InputError, NoFaceError, TalkingFaceError
 from .pipeline import Pipeline, RenderOptions
@@ -125,13 +125,6 @@ def _sweep(folder: Path, age: float) -> None:
                 shutil.rmtree(d, ignore_errors=True)
         except OSError:
             continue
-
-
-def landmarks_json(path: str | os.PathLike, result, phonemes=None, source: dict | None = None) -> None:
-    """Write a render's mouth track as the documented lip-sync JSON (talkingface.lipsync, docs/LIPSYNC.md)."""
-    from . import lipsync
-
-    lipsync.write(lipsync.mouth_track_json(result, phonemes, source=source), path, "json")
 
 
 # ---------------------------------------------------------------------------------------- requests
@@ -217,7 +210,7 @@ class Renderer:
                 result = call(speech, phonemes, str(output), progress, stage)
             report("Writing the mouth track")
             json_path = out_dir / f"talkingface-{stem}-mouth.json"
-            landmarks_json(json_path, result, phonemes, source={"mode": mode, "face": Path(face_src).name})
+            lipsync.write_mouth_json(json_path, result, phonemes, source={"mode": mode, "face": Path(face_src).name})
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise

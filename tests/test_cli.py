@@ -28,7 +28,8 @@ def test_render_end_to_end(tmp_path, astronaut_path, grid_wav_path, grid_wav):
     import json
 
     data = json.loads(lm.read_text())
-    assert data["fps"] == 25 and len(data["frames"]) == 74 and len(data["frames"][0]) == 59
+    assert data["format"] == "talkingface-lipsync" and data["fps"] == 25 and len(data["frames"]) == 74  # the lip-sync JSON
+    assert len(data["frames"][0]["points"]) == 59 and data["source"] == {"mode": "photo"}
     assert_talks(out, grid_wav)
 
 

@@ -165,10 +165,13 @@ def test_landmarks_json_failing_removes_the_video_too(tmp_path):
     video = tmp_path / "o.mp4"
     video.write_bytes(b"video")
     gone = tmp_path / "gone"
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(mouth_landmarks=np.zeros((3, 59, 2)), fps=25, duration=0.12, output=str(video))
     with pytest.raises(TalkingFaceError, match="landmarks-json"):
-        _write_landmarks_json(str(gone / "m.json"), 25, np.zeros((3, 59, 2)), str(video))
+        _write_landmarks_json(str(gone / "m.json"), result, None, "photo")
     assert list(tmp_path.iterdir()) == []  # both or neither
-    _write_landmarks_json(str(tmp_path / "m.json"), 25, np.zeros((3, 59, 2)), str(video))
+    _write_landmarks_json(str(tmp_path / "m.json"), result, None, "photo")
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
