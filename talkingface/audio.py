@@ -18,7 +18,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +143,8 @@ def logmel_features(audio: np.ndarray) -> np.ndarray:
 def speech_energy(audio: np.ndarray) -> np.ndarray:
     """Log energy of the 300-3400 Hz band per video frame, in dB. (n,) -> (n_video_frames,)."""
     n_out = n_video_frames(len(audio))
+    from scipy import signal  # imported here: talkingface.media takes SAMPLE_RATE from this module and stays light
+
     sos = signal.butter(4, [300, 3400], btype="band", fs=SAMPLE_RATE, output="sos")
     band = signal.sosfilt(sos, audio.astype(np.float64))
     need = n_out * SAMPLES_PER_FRAME
