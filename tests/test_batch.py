@@ -94,15 +94,19 @@ class _Owned:
 def test_each_batch_loads_and_frees_its_own_models(pipeline, grid_video_path, tmp_path, monkeypatch):
     """No model globals: two batches in one process each load the pipeline for their own checkpoints and
     device, and close it; an outside output is written when explicitly allowed."""
+    from talkingface import media
+
+    wav = tmp_path / "short.wav"  # 1 s of GRID speech: 25 frames per dub keeps the test quick
+    media._write_wav16(str(wav), media.load_audio(WAV)[8000:24000], 16000)
     calls, closed = [], []
     monkeypatch.setattr("talkingface.pipeline.load",
                         lambda ckpt=None, device="cpu": calls.append((ckpt, device)) or _Owned(pipeline, closed))
     out = tmp_path / "out"
-    [rec] = dub_batch([DubJob(grid_video_path, WAV, "../escape.mp4", {"max_size": 160})], out, progress=False,
+    [rec] = dub_batch([DubJob(grid_video_path, str(wav), "../escape.mp4", {"max_size": 160})], out, progress=False,
                       allow_outside=True)
     assert rec["status"] == "done" and (tmp_path / "escape.mp4").is_file()
     ckpt = str(ROOT / "checkpoints")
-    [rec] = dub_batch([DubJob(grid_video_path, WAV, "b.mp4", {"max_size": 160})], out, progress=False,
+    [rec] = dub_batch([DubJob(grid_video_path, str(wav), "b.mp4", {"max_size": 160})], out, progress=False,
                       checkpoints=ckpt)
     assert rec["status"] == "done"
     assert calls == [(None, "cpu"), (ckpt, "cpu")] and len(closed) == 2 and closed[0] is not closed[1]
