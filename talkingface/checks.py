@@ -28,6 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers the H.264/AAC wr
 RANGES: dict[str, tuple[float, float, bool]] = {
     "motion_scale": (0.0, 2.0, False),  # 0: no mouth motion; the page's slider offers 0.5..1.5
     "keep_expression": (0.0, 1.0, False),
+    "seed": (0, 2**31 - 1, True),  # head motion and blinks (photo mode)
     "crf": (0, 51, True),  # H.264's quality scale
     "max_size": (64, 8192, True),  # longer side of the output, px
     "fps": (1.0, 120.0, False),

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-expression", type=arg("keep_expression"), default=0.0, metavar="K",
                    help="photo mode: how much of the photo's own mouth expression (an open smile, say) to keep "
                         "under the speech, 0 = rest on a neutral closed mouth (default) .. 1 = keep it all")
+    r.add_argument("--head-motion", default="natural", choices=["natural", "subtle", "still"],
+                   help="photo mode: head motion and blinks timed to the speech (default natural; still = none)")
+    r.add_argument("--seed", type=arg("seed"), default=0,
+                   help="photo mode: seed of the head motion and blinks; the same seed, the same video (default 0)")
     r.add_argument("--crf", type=arg("crf"), default=18, help="H.264 quality 0-51, lower is better (default 18)")
     r.add_argument("--landmarks-json", default=None, metavar="PATH",
                    help="also write the mouth track (image pixels, visemes when known) as the lip-sync JSON of "
@@ -424,7 +428,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.video is None:
         options = RenderOptions(face_index=args.face, max_size=1280 if args.max_size is None else args.max_size,
                                 silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf,
-                                keep_expression=args.keep_expression)
+                                keep_expression=args.keep_expression, head_motion=args.head_motion, seed=args.seed)
     else:
         _dub_options(args)  # checked before loading
     pipe = load(args.checkpoints, device=args.device, **({"texture": args.texture} if args.texture else {}))

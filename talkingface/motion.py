@@ -544,10 +544,13 @@ class HeadAnimator:
             person = hull.astype(np.float32)
         else:
             person = np.maximum(person, hull.astype(np.float32))
-        self.person = person
+        self.person = np.clip((person - 0.15) / 0.7, 0.0, 1.0)  # segmentation noise in the scene -> exactly 0
         self.plate, self.plate_region = background_plate(image, person, int(0.06 * face_w))
         # the box the warp may touch: every triangle at the largest motion, plus a margin
         self.box = warp.triangles_box(self.src, self.tris, self.shape, pad=int(0.1 * face_w) + 4)
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            self._grid = tuple(np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32)))
 
     def points(self, pose: np.ndarray, closure: float) -> np.ndarray:
         """Target positions (same order as ``self.src``) for head pose offsets (yaw, pitch, roll) and a closure."""
@@ -569,11 +572,8 @@ class HeadAnimator:
         moved = (p.reshape(-1, 3) - PIVOT) @ rotation(*pose).T + PIVOT
         return self.frame.to_image(moved)[:, :2].reshape(p.shape[:-1] + (2,))
 
-    def apply(self, image: np.ndarray, pose: np.ndarray, closure: float = 0.0) -> np.ndarray:
-        """The frame (the photo with its mouth painted) with the head moved and the lids closed by ``closure``."""
-        pose = np.asarray(pose, np.float64)
-        if self.box is None or (not np.any(np.abs(pose) > 1e-4) and closure <= 1e-4):
-            return image
+    def maps(self, pose: np.ndarray, closure: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Backward maps over ``self.box`` (warp.piecewise_affine_maps) for a pose and an eyelid closure."""
         dst = self.points(pose, closure)
         main_src, main_dst = self.src[: self.n_main], dst[: self.n_main]
         safe, _ = warp.safe_target(main_src, main_dst, self.checked)
@@ -582,22 +582,36 @@ class HeadAnimator:
         tris = self.tris
         if folded.any():  # folds where the head occludes itself: drawn first, so their neighbours cover them
             tris = np.concatenate([self.tris_back, self.tris_main[folded], self.eyeball, self.tris_main[~folded]])
+        # a triangle squeezed to a line (an eye corner at full closure) has no inverse worth sampling: leave it
+        # out, its neighbours meet over it
+        collapsed = np.abs(warp.signed_areas(dst, tris)) < 0.25
+        if collapsed.any():
+            tris = tris[~collapsed]
+        self.last_tris = tris  # the rows ``tri`` of the returned maps index
+        return warp.piecewise_affine_maps(self.src, dst, tris, self.box)
+
+    def apply(self, image: np.ndarray, pose: np.ndarray, closure: float = 0.0) -> np.ndarray:
+        """The frame (the photo with its mouth painted) with the head moved and the lids closed by ``closure``."""
+        pose = np.asarray(pose, np.float64)
+        if self.box is None or (not np.any(np.abs(pose) > 1e-4) and closure <= 1e-4):
+            return image
+        map_x, map_y, tri = self.maps(pose, closure)
         x0, y0, x1, y1 = self.box
-        map_x, map_y, tri = warp.piecewise_affine_maps(self.src, dst, tris, self.box)
         warped = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        shift = np.hypot(map_x - xs, map_y - ys)
-        infl = np.clip(shift * 2.0, 0.0, 1.0)  # a source shift of 0.5 px or more: composite over the plate
-        infl[tri < 0] = 0.0
-        wgt = (infl * (1.0 - alpha))[..., None]  # where the plate shows: moved, and not the person
-        plate = self.plate[y0:y1, x0:x1]
-        out_box = warped.astype(np.float32) * (1 - wgt) + plate.astype(np.float32) * wgt
-        out = image.copy()
-        box = np.clip(out_box + 0.5, 0, 255).astype(np.uint8)
+        xs, ys = self._grid
+        # where the source moved (by 0.02 px or more) and the (moved) person is not: the background plate, so the
+        # scene behind the head neither smears nor tears
+        wgt = np.clip(np.sqrt((map_x - xs) ** 2 + (map_y - ys) ** 2) * 50.0, 0.0, 1.0) * (1.0 - alpha)
         keep = tri < 0
-        box[keep] = image[y0:y1, x0:x1][keep]
-        out[y0:y1, x0:x1] = box
+        wgt[keep] = 0.0
+        idx = wgt > 1.0 / 512
+        if idx.any():
+            w = wgt[idx][:, None]
+            warped[idx] = (warped[idx] * (1.0 - w) + self.plate[y0:y1, x0:x1][idx] * w + 0.5).astype(np.uint8)
+        warped[keep] = image[y0:y1, x0:x1][keep]  # uncovered pixels: exactly the input
+        out = image.copy()
+        out[y0:y1, x0:x1] = warped
         return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import checkpoints, checks, face, media, mouth
+from . import checkpoints, checks, face, media, motion, mouth
 from .composite import Compositor
 from .errors import InputError
 from .landmarks import LandmarkConfig, LandmarkModel
@@ -44,6 +44,8 @@ class RenderOptions:
     silence_gate: bool = True  # hold the mouth at rest where the audio is silent
     motion_scale: float = 1.0  # multiplies the predicted mouth motion
     keep_expression: float = 0.0  # resting mouth: 0 = neutral and closed, 1 = the photo's own (e.g. its smile)
+    head_motion: str = "natural"  # head motion and blinks (photo mode): natural | subtle | still (talkingface.motion)
+    seed: int = 0  # the head motion and blinks of a render; the same seed gives the same video
     batch_size: int = 16  # frames per generator call
     crf: int = 18  # H.264 quality (lower = better, bigger)
     max_audio_seconds: float = 3 * 3600.0
@@ -51,6 +53,10 @@ class RenderOptions:
     def __post_init__(self):  # every number in its documented range (talkingface.checks.RANGES)
         checks.fields(self, ("face_index", "max_size", "motion_scale", "keep_expression", "batch_size", "crf",
                              "max_audio_seconds"))
+        if self.head_motion not in motion.LEVELS:
+            raise InputError(f"head motion must be one of {', '.join(motion.LEVELS)}, got {self.head_motion!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise InputError(f"seed must be a whole number, got {self.seed!r}")
 
 
 @dataclass
@@ -65,6 +71,7 @@ class RenderResult:
     n_faces: int
     frames: list[np.ndarray] | None = None  # (H, W, 3) uint8 per frame, only when return_frames=True
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    motion: motion.MotionPlan | None = None  # the head motion and blinks rendered (None when still)
 
 
 def check_output_folder(output) -> None:
@@ -227,6 +234,20 @@ class Pipeline:
                                          phonemes=phonemes)  # (T, 59, 3)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
+        # head motion and blinks: a geometric step on each painted frame (the mouth is painted on the still photo
+        # with the photo's own landmarks, then the whole head moves; the mouth track is moved the same way)
+        animator, plan, mouth_out = None, None, mouth_img
+        if options.head_motion != "still":
+            t0 = time.perf_counter()
+            animator = motion.HeadAnimator(img, det.landmarks, frame, source=img_name)
+            vad = np.zeros(n, bool)
+            act = audio_mod.speech_mask(wav, energy)[:n]
+            vad[: len(act)] = act
+            plan = motion.plan_motion(vad, level=options.head_motion, seed=options.seed, blinks=animator.blinks,
+                                      head_scale=animator.head_scale)
+            mouth_out = np.stack([animator.transform(mouth_canon[i], plan.pose[i]) for i in range(n)])
+            mouth_out = mouth_out.astype(np.float32)
+            timings["motion"] = time.perf_counter() - t0
 
         # 4-5. texture and compositing, streamed into the encoder batch by batch
         duration = len(wav) / audio_mod.SAMPLE_RATE
@@ -241,7 +262,11 @@ class Pipeline:
         try:
             for start in range(0, n, options.batch_size):
                 stop = min(n, start + options.batch_size)
-                for out in paint(mouth_canon[start:stop], mouth_img[start:stop], timings):
+                for k, out in enumerate(paint(mouth_canon[start:stop], mouth_img[start:stop], timings)):
+                    if animator is not None:
+                        t0 = time.perf_counter()
+                        out = animator.apply(out, plan.pose[start + k], plan.closure[start + k])
+                        timings["motion"] += time.perf_counter() - t0
                     if writer is not None:
                         t0 = time.perf_counter()
                         writer.write(out)
@@ -261,8 +286,8 @@ class Pipeline:
         timings["total"] = time.perf_counter() - t_start
         return RenderResult(
             output=str(output) if output is not None else None, fps=audio_mod.FPS, n_frames=n, duration=duration,
-            mouth_landmarks=mouth_img, mouth_canonical=mouth_canon.astype(np.float32), face_box=det.box,
-            n_faces=n_faces, frames=frames_out, timings=timings,
+            mouth_landmarks=mouth_out, mouth_canonical=mouth_canon.astype(np.float32), face_box=det.box,
+            n_faces=n_faces, frames=frames_out, timings=timings, motion=plan,
         )
 
     def donors(self) -> list[mouth.InteriorSource]:

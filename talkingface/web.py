@@ -156,13 +156,16 @@ class Renderer:
     # --- the two modes ----------------------------------------------------------------------------
     def photo(self, image: str | None, *, audio: str | None = None, text: str | None = None,
               voice: str | None = None, rate: float = 1.0, face_index: int | None = None, max_size: int = 1280,
-              motion_scale: float = 1.0, silence_gate: bool = True, report: Report | None = None) -> Output:
+              motion_scale: float = 1.0, silence_gate: bool = True, head_motion: str = "natural", seed: int = 0,
+              keep_expression: float = 0.0, report: Report | None = None) -> Output:
         """A photo speaking ``audio`` (a file) or ``text`` (synthesized), exactly one of them."""
         report = report or _no_report
         if not image:
             raise InputError("upload a photo with a face first (or click the example photo below)")
         options = RenderOptions(face_index=face_index, max_size=int(max_size), motion_scale=float(motion_scale),
-                                silence_gate=bool(silence_gate), max_audio_seconds=self.limits.max_seconds)
+                                silence_gate=bool(silence_gate), max_audio_seconds=self.limits.max_seconds,
+                                head_motion=str(head_motion or "natural"), seed=int(seed or 0),
+                                keep_expression=float(keep_expression or 0.0))
         return self._run("photo", image, audio, text, voice, rate, report,
                          lambda speech, phonemes, output, progress, stage: self.pipe.render(
                              image, speech, output=output, options=options, progress=progress, phonemes=phonemes))
@@ -395,6 +398,7 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                 "motion_scale": checks.number("motion_scale", motion, label="Mouth motion")}
 
     def render(mode, photo, video, speech_from, audio, text, voice, rate, face, size, adapt, motion, gate,
+               head="natural", seed=0, keep=0.0,
                progress=gr.Progress()):  # noqa: B008 (how Gradio injects its progress bar)
         # the event has preprocess=False: uploads arrive as Gradio's file payloads (paths already checked to be
         # uploads) and go to talkingface's own readers as they are, which handle EXIF rotation and alpha and
@@ -407,7 +411,10 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
             if mode == "dub":
                 return renderer.dub(video=video, face_index=n["face_index"], adapt=bool(adapt),
                                     max_size=n["max_size"], **speech, **kw)
-            return renderer.photo(image=photo, silence_gate=bool(gate), **n, **speech, **kw)
+            return renderer.photo(image=photo, silence_gate=bool(gate), head_motion=head,
+                                  seed=checks.number("seed", seed, label="Seed"),
+                                  keep_expression=checks.number("keep_expression", keep, label="Keep expression"),
+                                  **n, **speech, **kw)
 
         return run(go, progress)
 
@@ -415,13 +422,13 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                     progress=gr.Progress()):  # noqa: B008
         """API: a photo speaking typed text."""
         return render("photo", photo, None, SPEECH_TEXT, None, text, voice, rate, face, size, False, motion, gate,
-                      progress)
+                      progress=progress)
 
     def render_dub(video, audio, text, voice, rate, face, size, adapt, progress=gr.Progress()):  # noqa: B008
         """API: a video dubbed to an audio file, or to typed text when no audio is given."""
         speech_from = SPEECH_AUDIO if audio else SPEECH_TEXT
         return render("dub", None, video, speech_from, audio, text, voice, rate, face, size, adapt, 1.0, True,
-                      progress)
+                      progress=progress)
 
     with gr.Blocks(title="talkingface", delete_cache=(min(600, limits.keep_results_s), limits.keep_results_s),
                    analytics_enabled=False) as app:
@@ -434,6 +441,8 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                         photo = gr.Image(label="Photo with a face (jpg, png, webp)", type="filepath",
                                          image_mode=None, sources=["upload", "clipboard"], elem_id="photo",
                                          height=320)
+                        head = gr.Radio(["natural", "subtle", "still"], value="natural",
+                                        label="Head motion and blinks", elem_id="head-motion")
                     with gr.Tab("Dub a video", id="dub", elem_id="tab-dub") as tab_dub:
                         video = gr.Video(label="Video of a person speaking", sources=["upload"], elem_id="video",
                                          height=320)
@@ -461,6 +470,10 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                     motion = gr.Slider(0.5, 1.5, value=1.0, step=0.05, label="Mouth motion (photo)",
                                        elem_id="motion")
                     gate = gr.Checkbox(value=True, label="Rest the mouth in silence (photo)", elem_id="gate")
+                    keep = gr.Slider(0.0, 1.0, value=0.0, step=0.05, elem_id="keep-expression",
+                                     label="Keep the photo's own mouth expression at rest (photo; 0 = neutral)")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of the head motion (photo)",
+                                     elem_id="seed")
                 button = gr.Button("Render", variant="primary", elem_id="render")
             with gr.Column(scale=1):
                 result = gr.Video(label="Result", interactive=False, elem_id="result", height=400,
@@ -494,7 +507,8 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
         speech_from.change(lambda s: (gr.update(visible=s == SPEECH_AUDIO), gr.update(visible=s == SPEECH_TEXT)),
                            speech_from, [audio_box, text_box], queue=False, show_progress="hidden")
         button.click(render, [mode, photo, video, speech_from, audio, text, voice, rate, face, size, adapt, motion,
-                              gate], [result, track, info], api_name="render", concurrency_id="render",
+                              gate, head, seed, keep], [result, track, info], api_name="render",
+                     concurrency_id="render",
                      concurrency_limit=1, preprocess=False)
         # API-only endpoints (gradio_client): the same renders, in the same line (concurrency_id "render")
         api_text = gr.Button(visible=False)

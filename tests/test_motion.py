@@ -1,0 +1,237 @@
+"""Head motion and blinks in photo mode (talkingface.motion): the plan, the warp, the pipeline option."""
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from talkingface import RenderOptions, face, motion, warp
+from talkingface.audio import speech_energy, voice_activity
+
+
+@pytest.fixture(scope="module")
+def speech_vad_30s(grid_wav):
+    """Voice activity of 30 s of real speech: the GRID sentence repeated (speech with pauses between)."""
+    wav = np.tile(grid_wav, int(np.ceil(30 * 16000 / len(grid_wav))))[: 30 * 16000]
+    return voice_activity(speech_energy(wav))
+
+
+@pytest.fixture(scope="module")
+def astro_face(tracker, astronaut):
+    det = tracker.detect(astronaut)[0]
+    return det, face.FaceFrame.fit(det.landmarks)
+
+
+@pytest.fixture(scope="module")
+def animator(astronaut, astro_face):
+    det, ff = astro_face
+    return motion.HeadAnimator(astronaut, det.landmarks, ff)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+def test_library_is_real_and_small():
+    lib = motion.load_library()
+    assert len(lib.pose) > 5000 and lib.speech.any() and (~lib.speech).any()  # minutes of real speech and pauses
+    assert len(lib.blink_frames) >= 50 and 0.99 <= lib.blink_curve.max() <= 1.0
+    # a real blink closes faster than it opens: the peak lies in the first half of the curve
+    assert np.argmax(lib.blink_curve) < len(lib.blink_curve) / 2 + 1
+
+
+def test_seeded_plans_are_identical_and_seeds_differ(speech_vad_30s):
+    a = motion.plan_motion(speech_vad_30s, seed=3)
+    b = motion.plan_motion(speech_vad_30s, seed=3)
+    c = motion.plan_motion(speech_vad_30s, seed=4)
+    assert np.array_equal(a.pose, b.pose) and np.array_equal(a.closure, b.closure)
+    assert not np.allclose(a.pose, c.pose)
+
+
+def test_blink_rate_duration_and_full_closure_on_30s(speech_vad_30s):
+    for seed in range(8):
+        plan = motion.plan_motion(speech_vad_30s, seed=seed)
+        per_min = len(plan.blinks) / 0.5
+        assert motion.BLINK_RANGE[0] <= per_min <= motion.BLINK_RANGE[1], (seed, per_min)
+        durs_ms = np.array([d for _, d in plan.blinks]) * 40
+        assert (durs_ms >= 100).all() and (durs_ms <= 400).all()
+        # every blink closes the eyes fully on one frame
+        assert all(plan.closure[t] == 1.0 for t, _ in plan.blinks)
+        assert plan.closure.min() == 0.0
+
+
+def test_more_blinks_in_pauses_than_while_speaking():
+    rng = np.random.default_rng(0)
+    vad = np.zeros(25 * 600, bool)  # 10 minutes: 3 s phrases, 1 s pauses
+    for start in range(0, len(vad), 100):
+        vad[start:start + 75] = True
+    vad &= rng.random(len(vad)) > 0.02
+    plan = motion.plan_motion(vad, seed=1)
+    speaking = motion._clean_vad(vad)
+    peaks = np.array([t for t, _ in plan.blinks])
+    rate_pause = (~speaking[peaks]).sum() / (~speaking).sum()
+    rate_speech = speaking[peaks].sum() / speaking.sum()
+    assert rate_pause > 1.5 * rate_speech
+
+
+def test_head_motion_small_smooth_and_settles_in_pauses(speech_vad_30s):
+    plan = motion.plan_motion(speech_vad_30s, seed=0)
+    assert (np.abs(plan.pose) <= motion.LIMITS + 1e-9).all()
+    assert np.abs(plan.pose).max() > 0.5  # it does move
+    step = np.linalg.norm(np.diff(plan.pose, axis=0), axis=1)
+    assert step.max() < 1.5  # degrees per frame: joined without jumps
+    speaking = motion._clean_vad(speech_vad_30s)
+    deep_pause = ~np.convolve(speaking, np.ones(21), mode="same").astype(bool)
+    if deep_pause.sum() >= 10:
+        spd = step[deep_pause[1:]].mean()
+        assert spd <= step[speaking[1:]].mean()
+    subtle = motion.plan_motion(speech_vad_30s, seed=0, level="subtle")
+    assert np.abs(subtle.pose).max() < np.abs(plan.pose).max()
+    still = motion.plan_motion(speech_vad_30s, level="still")
+    assert not still.pose.any() and not still.closure.any() and not still.blinks
+    with pytest.raises(ValueError, match="natural"):
+        motion.plan_motion(speech_vad_30s, level="wild")
+
+
+def test_detect_blinks_on_a_synthetic_eye_track():
+    ear = np.full(200, 0.3)
+    for t in (40, 120):
+        ear[t - 2:t + 3] = [0.2, 0.08, 0.03, 0.1, 0.22]
+    ear[170:190] = 0.05  # a long closure (0.8 s): not a blink
+    blinks = motion.detect_blinks(ear, np.ones(200, bool))
+    assert [b["start"] <= t < b["stop"] for b, t in zip(blinks, (40, 120), strict=True)] == [True, True]
+    assert all(3 <= b["duration"] <= 6 for b in blinks)
+
+
+# ------------------------------------------------------------------------------------------------ the warp
+
+def test_no_motion_is_the_input_bit_for_bit(animator, astronaut):
+    assert animator.apply(astronaut, np.zeros(3), 0.0) is astronaut
+    assert np.allclose(animator.points(np.zeros(3), 0.0), animator.src, atol=1e-6)
+
+
+def _far_from_head(animator, shape):
+    """Pixels outside the dilated person mask and the warp's reach: the scene that must not move."""
+    person = (animator.person > 0.05).astype(np.uint8)
+    big = cv2.dilate(person, np.ones((25, 25), np.uint8)) > 0
+    return ~big
+
+
+def test_head_turns_eyes_close_background_still(animator, astronaut, tracker):
+    base = face.head_pose(tracker.detect(astronaut)[0].landmarks, astronaut.shape[:2])
+    far = _far_from_head(animator, astronaut.shape[:2])
+    assert far.mean() > 0.2
+    for pose in ([8, 0, 0], [-8, 0, 0], [0, 6, 0], [0, -6, 0], [0, 0, 4], [5.6, -4.2, 2.8]):
+        out = animator.apply(astronaut, np.array(pose, float), 0.0)
+        assert np.array_equal(out[far], astronaut[far])  # the scene far from the head does not move
+        hp = face.head_pose(tracker.detect(out)[0].landmarks, out.shape[:2])
+        got = np.array([hp.yaw - base.yaw, hp.pitch - base.pitch, hp.roll - base.roll])
+        k = int(np.argmax(np.abs(pose)))
+        assert np.sign(got[k]) == np.sign(pose[k]) and abs(got[k]) > 0.3 * abs(pose[k]), (pose, got)
+    # eyes: the lid margins meet at full closure (geometry), and the re-tracked eye aspect ratio drops
+    dst = animator.points(np.zeros(3), 1.0)
+    for e in motion.EYES:
+        assert np.abs(dst[e["upper"]] - dst[e["lower"]]).max() < 0.05
+    closed = animator.apply(astronaut, np.zeros(3), 1.0)
+    ear_open = motion.eye_aspect_ratio(tracker.detect(astronaut)[0].landmarks)
+    ear_closed = motion.eye_aspect_ratio(tracker.detect(closed)[0].landmarks)
+    assert ear_closed < 0.75 * ear_open
+
+
+def _tears(animator, pose, closure=0.0):
+    """(holes, largest jump): pixels inside the head's outer ring that no triangle covers (they would show the
+    unmoved photo: a tear), and the largest jump of the backward map between neighbouring pixels inside the face
+    (a tear pulls pixels from far apart next to each other; only where the head occludes itself, at the sides of
+    the face and the nose wings, may the map jump, as in a real turn)."""
+    mx, my, tri = animator.maps(np.asarray(pose, float), closure)
+    x0, y0, x1, y1 = animator.box
+    hull = np.zeros(tri.shape, np.uint8)
+    m = len(warp.FACE_OVAL)
+    inner = animator.ring_src[-2 * m:-m] - (x0, y0)
+    cv2.fillPoly(hull, [np.round(inner).astype(np.int32)], 1)
+    holes = int(((tri < 0) & (hull > 0)).sum())
+    checked = {tuple(t) for t in animator.checked.tolist()}
+    in_face = np.array([tuple(t) in checked for t in animator.last_tris.tolist()])
+    ok = (tri >= 0) & in_face[np.maximum(tri, 0)]
+    jx = (np.abs(np.diff(mx, axis=1) - 1) + np.abs(np.diff(my, axis=1)))[ok[:, 1:] & ok[:, :-1]]
+    jy = (np.abs(np.diff(mx, axis=0)) + np.abs(np.diff(my, axis=0) - 1))[ok[1:] & ok[:-1]]
+    return holes, float(max(jx.max(initial=0), jy.max(initial=0)))
+
+
+def test_no_tearing_face_near_border_and_long_hair(tracker, astronaut, caplog):
+    # a crop that puts the face against the image's left and top borders, and a portrait with long dark hair
+    # falling to the shoulders painted around the head (the warp must carry it without tearing)
+    det = tracker.detect(astronaut)[0]
+    x0, y0, x1, y1 = det.box
+    crop = np.ascontiguousarray(astronaut[max(0, y0 - 4):, max(0, x0 + 6):])
+    hair = astronaut.copy()
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    cv2.ellipse(hair, (cx, cy + 30), (int(0.75 * (x1 - x0)), int(1.1 * (y1 - y0))), 0, 0, 360, (40, 25, 15), -1)
+    hair[y0:y1, x0:x1] = astronaut[y0:y1, x0:x1]
+    for img, name in ((crop, "border"), (hair, "hair")):
+        d = tracker.detect(img)[0]
+        with caplog.at_level(logging.INFO, logger="talkingface.motion"):
+            an = motion.HeadAnimator(img, d.landmarks, face.FaceFrame.fit(d.landmarks), source=name)
+        if name == "border":
+            assert an.head_scale < 1.0 and "border" in caplog.text
+        for pose in ([8, 0, 0], [-8, 0, 0], [0, 6, 0], [0, -6, 0], [5.6, 4.2, 2.8]):
+            p = np.asarray(pose, float) * an.head_scale
+            holes, jump = _tears(an, p)
+            assert holes == 0 and jump < 2.5, (name, pose, holes, jump)
+            out = an.apply(img, p, 1.0)
+            assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_bad_input_degrades_safely(tracker, astronaut, caplog):
+    det = tracker.detect(astronaut)[0]
+    lm = det.landmarks
+    # sunglasses: the eye openings painted flat black
+    shades = astronaut.copy()
+    for e in motion.EYES:
+        poly = lm[[e["corners"][0], *e["upper2"], e["corners"][1], *e["lower2"][::-1]], :2]
+        cv2.fillPoly(shades, [np.round(poly).astype(np.int32)], (12, 12, 14))
+    with caplog.at_level(logging.INFO, logger="talkingface.motion"):
+        an = motion.HeadAnimator(shades, lm, face.FaceFrame.fit(lm), source="shades.jpg")
+    assert not an.blinks and "no blinks" in caplog.text
+    # a face turned far from the camera: the photo's mesh turned by 50 degrees
+    ff = face.FaceFrame.fit(lm)
+    c = ff.to_canonical(lm[:468].astype(np.float64))
+    turned = ff.to_image((c - motion.PIVOT) @ motion.rotation(50, 0, 0).T + motion.PIVOT)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="talkingface.motion"):
+        an2 = motion.HeadAnimator(astronaut, turned.astype(np.float32), face.FaceFrame.fit(turned), segment=False,
+                                  source="turned.jpg")
+    assert an2.head_scale <= 0.5 and "turned" in caplog.text
+    plan = motion.plan_motion(np.ones(250, bool), seed=0, head_scale=an2.head_scale, blinks=an2.blinks)
+    assert np.abs(plan.pose).max() <= np.abs(motion.plan_motion(np.ones(250, bool), seed=0).pose).max() * 0.5 + 1e-9
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+@pytest.fixture(scope="module")
+def renders(pipeline, astronaut, grid_wav):
+    out = {}
+    for key, opts in {"still": RenderOptions(head_motion="still"), "a": RenderOptions(seed=5),
+                      "b": RenderOptions(seed=5), "c": RenderOptions(seed=6)}.items():
+        out[key] = pipeline.render(astronaut, grid_wav, output=None, return_frames=True, options=opts)
+    return out
+
+
+def test_still_is_todays_path_head_and_eyes_fixed(renders, astronaut, tracker):
+    res = renders["still"]
+    assert res.motion is None
+    lm = tracker.detect(astronaut)[0].landmarks
+    top = int(lm[2, 1]) - 8  # above the nose bottom: eyes, forehead, hair
+    for fr in res.frames:
+        assert np.array_equal(fr[:top], astronaut[:top])
+
+
+def test_seeded_renders_identical_and_the_head_moves(renders, astronaut, tracker):
+    a, b, c = renders["a"], renders["b"], renders["c"]
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
+    assert any(not np.array_equal(x, y) for x, y in zip(a.frames, c.frames, strict=True))
+    lm = tracker.detect(astronaut)[0].landmarks
+    top = int(lm[2, 1]) - 8
+    assert any(not np.array_equal(fr[:top], astronaut[:top]) for fr in a.frames)  # head and eyes are alive
+    assert a.motion is not None and a.motion.n_frames == a.n_frames
+    # the mouth track follows the moving head: it differs from the still render's where the head turned
+    moved = np.abs(a.mouth_landmarks - renders["still"].mouth_landmarks).max(axis=(1, 2))
+    assert moved.max() > 0.5
