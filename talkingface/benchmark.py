@@ -23,10 +23,10 @@ import torch
 
 from . import media
 from .checkpoints import shipped
-from .pipeline import load
+from .pipeline import RenderOptions, load
 
 DEMO = shipped("demo")
-STAGES = ("load", "face", "audio_features", "landmarks", "texture", "composite", "encode")
+STAGES = ("load", "face", "audio_features", "landmarks", "texture", "composite", "motion", "encode")
 
 
 def example_inputs(seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,20 +112,30 @@ def main(args: argparse.Namespace) -> int:
     pipe = load(args.checkpoints, device=args.device)
     build_s = time.perf_counter() - t0
     image, wav = example_inputs(args.seconds)
-    runs = []
+    mode = getattr(args, "head_motion", "natural")
+    runs, still_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(max(2, args.repeat)):
-            res = pipe.render(image, wav, output=os.path.join(tmp, "bench.mp4"))
-            runs.append(res)
+            # with motion on, the render without it is timed alternately in the same process: side by side
+            for m, into in [(mode, runs)] + ([("still", still_runs)] if mode != "still" else []):
+                into.append(pipe.render(image, wav, output=os.path.join(tmp, "bench.mp4"),
+                                        options=RenderOptions(head_motion=m)))
     best = min(runs[1:], key=lambda r: r.timings["total"])
     t = best.timings
     _machine(args)
     print(f"pipeline build (models, once): {build_s:.2f} s")
-    print(f"render of {args.seconds:.0f} s audio, {best.n_frames} frames at 512x512 (best of {len(runs) - 1}):")
+    print(f"render of {args.seconds:.0f} s audio, {best.n_frames} frames at 512x512, head motion "
+          f"{getattr(args, 'head_motion', 'natural')} (best of {len(runs) - 1}):")
     print(f"{'stage':16s} {'seconds':>8s} {'ms/frame':>9s}")
     for s in STAGES:
         print(f"{s:16s} {t.get(s, 0.0):8.3f} {1000 * t.get(s, 0.0) / best.n_frames:9.2f}")
     print(f"{'total':16s} {t['total']:8.3f} {1000 * t['total'] / best.n_frames:9.2f}")
     print(f"end-to-end: {best.n_frames / t['total']:.1f} frames/s ({best.duration / t['total']:.2f}x real time)")
+    if still_runs:
+        still = min(still_runs[1:], key=lambda r: r.timings["total"])
+        print(f"same renders without head motion (--head-motion still), alternating with the above: "
+              f"{still.n_frames / still.timings['total']:.1f} frames/s; head motion and blinks cost "
+              f"{1000 * (t['total'] - still.timings['total']) / best.n_frames:.1f} ms/frame "
+              f"(the motion stage alone {1000 * t.get('motion', 0.0) / best.n_frames:.1f})")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

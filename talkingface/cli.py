@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
     b.add_argument("--repeat", type=int, default=2, help="renders to time; the first is a warm-up (default 2)")
     b.add_argument("--dub", action="store_true", help="benchmark dubbing a video instead of a photo render")
+    b.add_argument("--head-motion", default="natural", choices=["natural", "subtle", "still"],
+                   help="photo render: head motion and blinks (default natural, as render)")
     b.add_argument("--size", type=int, default=512, choices=[512, 720],
                    help="with --dub: 512 (512x512) or 720 (1280x720) test video (default 512)")
     b.add_argument("--adapt", action="store_true", help="with --dub: include --adapt fine-tuning")

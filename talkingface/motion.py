@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 FPS = 25
 LEVELS = {"natural": 1.0, "subtle": 0.5, "still": 0.0}
+# the replayed real motion is amplified by this much before the soft limits: the pause envelope halves the motion
+# of a clip with pauses, and a warped photo re-tracks with ~65% of the rotation it was given (the sides of the face
+# that a real turn reveals or hides stay the photo's), so without it renders measure about half the real clips'
+# motion (scripts/eval_liveliness.py)
+REPLAY_GAIN = 1.8
 LIMITS = np.array([8.0, 6.0, 4.0])  # soft limits of yaw, pitch, roll (degrees) at "natural"
 BLINK_RATE = 20.0  # blinks per minute asked for; the plan stays within BLINK_RANGE
 BLINK_RANGE = (15.0, 26.0)
@@ -65,9 +70,10 @@ _EAR_PAIRS = [(161, 163), (160, 144), (159, 145), (158, 153), (157, 154),
 RING_SCALES = (1.25, 1.6, 2.1, 2.8)
 FOLLOW_UP = (1.0, 0.85, 0.45, 0.0)
 FOLLOW_DOWN = (0.7, 0.3, 0.05, 0.0)
-PIVOT = np.array([0.0, -2.0, -5.0])
+PIVOT = np.array([0.0, -2.0, -5.0])  # canonical cm: the head turns about a point behind the ears
+# the largest poses a plan reaches: a photo's warp is checked for folds at these
 _EXTREMES = [(s * LIMITS[0], 0, 0) for s in (-1, 1)] + [(0, s * LIMITS[1], 0) for s in (-1, 1)] + \
-    [(0.7 * a * LIMITS[0], 0.7 * b * LIMITS[1], 0.7 * a * b * LIMITS[2]) for a in (-1, 1) for b in (-1, 1)]  # canonical cm: the head turns about a point behind the ears
+    [(0.7 * a * LIMITS[0], 0.7 * b * LIMITS[1], 0.7 * a * b * LIMITS[2]) for a in (-1, 1) for b in (-1, 1)]
 
 
 # =============================================================================================== measures
@@ -322,7 +328,7 @@ def plan_motion(vad: np.ndarray, *, level: str = "natural", seed: int = 0, blink
     lib = library or load_library()
     rng = np.random.default_rng(seed)
     speaking = _clean_vad(vad)
-    raw = _head_track(speaking, lib, rng) * _envelope(speaking)[:, None]
+    raw = REPLAY_GAIN * _head_track(speaking, lib, rng) * _envelope(speaking)[:, None]
     lim = LIMITS * max(amount, 1e-9)
     pose = lim * np.tanh(raw * amount / lim) if amount > 0 else np.zeros((n, 3))
     blink_list: list[tuple[int, float]] = []
@@ -563,7 +569,8 @@ class HeadAnimator:
         d = self.frame.to_image(ring_moved)[:, :2] - self.frame.to_image(self.ring_canon)[:, :2]
         ring_dst = self.ring_src + self.follow * d
         eye = self.canon[self.eye_idx]
-        eye_dst = self.src468[self.eye_idx] + self.frame.to_image((eye - PIVOT) @ rot.T + PIVOT)[:, :2] - base[self.eye_idx]
+        eye_moved = self.frame.to_image((eye - PIVOT) @ rot.T + PIVOT)[:, :2]
+        eye_dst = self.src468[self.eye_idx] + eye_moved - base[self.eye_idx]
         return np.concatenate([dst468, ring_dst, eye_dst])
 
     def transform(self, canon_points: np.ndarray, pose: np.ndarray) -> np.ndarray:
