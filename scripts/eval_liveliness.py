@@ -127,10 +127,35 @@ def strip_and_video(pipe, out_png: Path, out_mp4: Path, seed: int) -> None:
     tiles = []
     for i in picks:
         tile = np.ascontiguousarray(res.frames[i][cy0:cy1, cx0:cx1])
-        lab = f"{i}: yaw {plan.pose[i, 0]:+.1f} pitch {plan.pose[i, 1]:+.1f} eyes {plan.closure[i]:.1f}"
+        lab = f"{i} y{plan.pose[i, 0]:+.1f} p{plan.pose[i, 1]:+.1f} e{plan.closure[i]:.1f}"
         cv2.putText(tile, lab, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
     cv2.imwrite(str(out_png), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
+
+
+def write_summary(rows: list[dict], out: Path, seed: int) -> None:
+    summary = {"real": summarize([{"r": r["real"]} for r in rows], "r"), "natural": summarize(rows, "natural"),
+               "still": summarize(rows, "still")}
+    bg = [r["natural"]["background_psnr"] for r in rows]
+    summary["natural"]["background_psnr_min"] = float(np.min(bg))
+    (out / "liveliness.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=float))
+    lines = [f"Validation: {len(rows)} clips (speakers never in the motion library); photo = the clip's first frame, "
+             "speech = its audio, 512 px, seed %d. Re-tracked with FaceMesh." % seed, "",
+             "| | blinks/min | blink ms (median) | blink depth (median) | yaw/pitch/roll p50 (deg) | "
+             "yaw/pitch/roll p95 (deg) | speed median (deg/s) | speed p95 | lag-0 sync r |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for k in ("real", "natural", "still"):
+        s = summary[k]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        p50, p95 = (" / ".join(f"{x:.1f}" for x in s[q]) for q in ("range_p50", "range_p95"))
+        lines.append(f"| {k} | {s['blinks_per_min']:.1f} | {fmt(s['blink_ms_median'])} "
+                     f"| {fmt(s['blink_depth_median'])} | {p50} | {p95} "
+                     f"| {s['speed_median']:.1f} | {s['speed_p95']:.1f} | {fmt(s['sync_r0'])} |")
+    lines += ["", f"Background PSNR far from the head (natural vs the photo): min {np.min(bg):.1f} dB, "
+              f"mean {np.mean([b for b in bg if np.isfinite(b)] or [float('inf')]):.1f} dB over the clips."]
+    table = "\n".join(lines)
+    (out / "liveliness.md").write_text(table + "\n")
+    print(table)
 
 
 def main() -> int:
@@ -139,12 +164,19 @@ def main() -> int:
     ap.add_argument("--out", default="eval/liveliness")
     ap.add_argument("--max-clips", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-example", action="store_true", help="no example strip and video")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only summarize OUT/liveliness_rows.json (the clips done so far) into OUT/liveliness.md")
     ap.add_argument("--docs", default=str(ROOT / "docs"), help="where the example strip and mp4 go")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     index = json.loads(Path(args.index).read_text())
     entries = [e for e in index["clips"] if e["split"] == "val"][: args.max_clips]
+    if args.summarize:
+        rows = json.loads((out / "liveliness_rows.json").read_text())
+        write_summary(rows, out, args.seed)
+        return 0
     pipe = load()
     rows = []
     for e in entries:
@@ -172,34 +204,16 @@ def main() -> int:
         # the real clip, measured the same way (at the same 512 px)
         row["real"] = measures(retrack(list(media.iter_video_frames(src, fps=25, max_side=512))), energy)
         rows.append(row)
+        (out / "liveliness_rows.json").write_text(json.dumps(rows, indent=1, default=float))  # so far
         n, s = row["natural"], row["still"]
         print(f"{e['clip']}: blinks/min real {row['real']['blinks_per_min']:.1f} rendered {n['blinks_per_min']:.1f}; "
               f"yaw p95 real {row['real']['range_p95'][0]:.1f} rendered {n['range_p95'][0]:.1f}; speed median real "
               f"{row['real']['speed_median']:.1f} rendered {n['speed_median']:.1f} (still {s['speed_median']:.1f}); "
               f"bg PSNR {n['background_psnr']:.1f} dB; sync r0 natural {n['sync_r0']:.3f} still {s['sync_r0']:.3f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    summary = {"real": summarize([{"r": r["real"]} for r in rows], "r"), "natural": summarize(rows, "natural"),
-               "still": summarize(rows, "still")}
-    bg = [r["natural"]["background_psnr"] for r in rows]
-    summary["natural"]["background_psnr_min"] = float(np.min(bg))
-    (out / "liveliness.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=float))
-    lines = [f"Validation: {len(rows)} clips (speakers never in the motion library); photo = the clip's first frame, "
-             "speech = its audio, 512 px, seed %d. Re-tracked with FaceMesh." % args.seed, "",
-             "| | blinks/min | blink ms (median) | blink depth (median) | yaw/pitch/roll p50 (deg) | "
-             "yaw/pitch/roll p95 (deg) | speed median (deg/s) | speed p95 | lag-0 sync r |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for k in ("real", "natural", "still"):
-        s = summary[k]
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        p50, p95 = (" / ".join(f"{x:.1f}" for x in s[q]) for q in ("range_p50", "range_p95"))
-        lines.append(f"| {k} | {s['blinks_per_min']:.1f} | {fmt(s['blink_ms_median'])} "
-                     f"| {fmt(s['blink_depth_median'])} | {p50} | {p95} "
-                     f"| {s['speed_median']:.1f} | {s['speed_p95']:.1f} | {fmt(s['sync_r0'])} |")
-    lines += ["", f"Background PSNR far from the head (natural vs the photo): min {np.min(bg):.1f} dB, "
-              f"mean {np.mean([b for b in bg if np.isfinite(b)] or [float('inf')]):.1f} dB over the clips."]
-    table = "\n".join(lines)
-    (out / "liveliness.md").write_text(table + "\n")
-    print(table)
+    write_summary(rows, out, args.seed)
+    if args.skip_example:
+        return 0
     docs = Path(args.docs)
     strip_and_video(pipe, docs / "liveliness_strip.png", docs / "liveliness_example.mp4", args.seed)
     print(f"wrote {out / 'liveliness.md'}, {docs / 'liveliness_strip.png'}, {docs / 'liveliness_example.mp4'}")
