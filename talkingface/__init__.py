@@ -7,6 +7,7 @@ Offline.
     result.mouth_landmarks                    # (T, 59, 2) per-frame mouth landmarks, image pixels
     pipe.dub("presenter.mp4", "dub_es.wav", output="presenter_es.mp4")   # only the mouth changes
     talkingface.dub_batch("jobs.csv", "dubbed/", workers=2)              # resumable batch dubbing
+    talkingface.verify("out.mp4").found     # every output carries C2PA credentials and an invisible watermark
 
 The heavy libraries (torch, MediaPipe, ...) are imported on first use of a name that needs them, so that
 ``import talkingface`` and ``talkingface --help`` stay fast.
@@ -21,10 +22,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "DubJob": "batch", "dub_batch": "batch", "DubOptions": "dub", "DubResult": "dub",
     "Pipeline": "pipeline", "RenderOptions": "pipeline", "RenderResult": "pipeline", "load": "pipeline",
+    "verify": "provenance", "Verification": "provenance",
 }
 __all__ = [
     "load", "Pipeline", "RenderOptions", "RenderResult", "DubOptions", "DubResult", "DubJob", "dub_batch",
-    "TalkingFaceError", "InputError", "NoFaceError", "SilentAudioError", "CheckpointError",
+    "verify", "Verification", "TalkingFaceError", "InputError", "NoFaceError", "SilentAudioError", "CheckpointError",
 ]
 
 

@@ -26,6 +26,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log each stage")
 
 
+def _add_provenance(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("provenance (every output carries an invisible watermark; see docs/PROVENANCE.md)")
+    g.add_argument("--no-credentials", action="store_true",
+                   help="leave out the signed C2PA content credentials (the watermark stays)")
+    g.add_argument("--sign-key", default=None, metavar="PEM",
+                   help="sign the credentials with this private key (default: a local key created on first use in "
+                        "~/.config/talkingface/c2pa)")
+    g.add_argument("--sign-cert", default=None, metavar="PEM",
+                   help="the certificate chain of --sign-key (signing certificate first)")
+
+
 def _add_dub_options(g) -> None:
     g.add_argument("--face-point", default=None, metavar="X,Y",
                    help="dub the face whose box holds this pixel (in the first frame it appears)")
@@ -55,7 +66,8 @@ def _dub_options(args: argparse.Namespace):
     return DubOptions(face_index=args.face, face_point=point, length=args.length, fps=args.fps,
                       max_size=args.max_size, adapt=args.adapt, adapt_steps=args.adapt_steps,
                       max_angle=args.max_angle, silence_gate=not getattr(args, "no_silence_gate", False),
-                      motion_scale=getattr(args, "motion", 1.0), crf=getattr(args, "crf", 18))
+                      motion_scale=getattr(args, "motion", 1.0), crf=getattr(args, "crf", 18),
+                      credentials=not args.no_credentials, sign_key=args.sign_key, sign_cert=args.sign_cert)
 
 
 def _bar(args: argparse.Namespace, desc: str, unit: str = "frame"):
@@ -120,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/LIPSYNC.md")
     dub = r.add_argument_group("dubbing (with --video)")
     _add_dub_options(dub)
+    _add_provenance(r)
     _add_common(r)
 
     bt = sub.add_parser(
@@ -149,7 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default face index for every job")
     bt.add_argument("--max-size", type=arg("max_size"), default=None, help="default longer side of the outputs")
     _add_dub_options(bt)
+    _add_provenance(bt)
     _add_common(bt)
+
+    vf = sub.add_parser(
+        "verify", help="was this video made by talkingface? (content credentials + watermark)",
+        description="Read the C2PA content credentials of each FILE (valid, tampered or absent, and who signed "
+                    "them) and look for talkingface's invisible watermark. Exit code: 0 when talkingface's "
+                    "provenance is found (manifest or watermark), 1 when none is found, 2 when a file cannot be "
+                    "read.")
+    vf.add_argument("files", nargs="+", metavar="FILE", help="video file(s) to check")
+    vf.add_argument("--json", action="store_true", help="print the findings as JSON")
+    vf.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
 
     vo = sub.add_parser("voices", help="list the text-to-speech voices (all offline)",
                         description="The voices --voice accepts: the bundled neural Piper voice(s) and every "
@@ -430,7 +454,10 @@ def _render(args: argparse.Namespace) -> int:
     if args.video is None:
         options = RenderOptions(face_index=args.face, max_size=1280 if args.max_size is None else args.max_size,
                                 silence_gate=not args.no_silence_gate, motion_scale=args.motion, crf=args.crf,
-                                keep_expression=args.keep_expression, head_motion=args.head_motion, seed=args.seed)
+                                keep_expression=args.keep_expression, head_motion=args.head_motion, seed=args.seed,
+                                credentials=not args.no_credentials,
+                                sign_key=args.sign_key, sign_cert=args.sign_cert,
+                                text=args.text is not None or args.text_file is not None)
     else:
         _dub_options(args)  # checked before loading
     pipe = load(args.checkpoints, device=args.device, **({"texture": args.texture} if args.texture else {}))
@@ -544,6 +571,10 @@ def _main(argv: list[str] | None) -> int:
             return _lipsync(args)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "verify":
+            from .provenance import main as verify_main
+
+            return verify_main(args)
         if args.command == "eval":
             from .evaluate import main as eval_main
 

@@ -31,7 +31,7 @@ import torch
 from scipy.ndimage import median_filter
 
 from . import audio as audio_mod
-from . import checks, face, media, metrics, mouth, tracking
+from . import checks, face, media, metrics, mouth, provenance, tracking
 from .composite import Compositor
 from .errors import InputError
 from .texture import draw_sketch, generator_mask, lip_weight_map, to_tensor, to_uint8
@@ -58,6 +58,9 @@ class DubOptions:
     batch_size: int = 16
     crf: int = 18
     max_seconds: float = 3 * 3600.0  # longest video or audio accepted
+    credentials: bool = True  # the C2PA manifest (talkingface.provenance); the watermark is always added
+    sign_key: str | None = None  # a user's own signing key and certificate chain (default: the local key)
+    sign_cert: str | None = None
 
     def __post_init__(self):
         if self.length not in LENGTH_POLICIES:
@@ -590,7 +593,8 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
         audio_arg = audio if (not isinstance(audio, np.ndarray) and plan.n_samples <= len(wav)) else plan.wav_out
         writer = media.VideoWriter(output, fps, track.width, track.height, audio=audio_arg,
                                    audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=plan.duration,
-                                   pad_odd=True)
+                                   pad_odd=True,
+                                   label=provenance.label_for(pipe, "dub", options, adapted=bool(options.adapt)))
         writer.open()
     counts = {"dubbed": 0, "no_face": 0, "turned": 0}
 

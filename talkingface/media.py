@@ -20,13 +20,16 @@ import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from types import TracebackType
-from typing import IO, Iterator, Sequence, Union
+from typing import IO, TYPE_CHECKING, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .audio import SAMPLE_RATE  # one home: talkingface.audio (re-exported here for media's callers)
 from .errors import InputError, TalkingFaceError
+
+if TYPE_CHECKING:
+    from .provenance import Label
 
 __all__ = [
     "SAMPLE_RATE",
@@ -584,6 +587,9 @@ class VideoWriter:
     ``height`` is refused unless ``pad_odd``: then frames are still written at
     ``width`` x ``height`` and encoded one pixel larger, the last column/row repeated
     (every input pixel is kept; the padding is logged).
+    ``label`` (a ``provenance.Label``): every frame gets the invisible watermark and, unless the label turns
+    credentials off, the finished file is signed with a C2PA manifest before it appears at ``path``. Every
+    video the pipeline outputs is written with a label; only internal/test videos are written without.
     """
 
     def __init__(
@@ -599,6 +605,7 @@ class VideoWriter:
         preset: str = "veryfast",
         duration: float | None = None,
         pad_odd: bool = False,
+        label: "Label | None" = None,
     ) -> None:
         if not fps or not fps > 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
@@ -628,6 +635,12 @@ class VideoWriter:
         self.crf = int(crf)
         self.preset = preset
         self.duration = duration
+        self.label = label
+        if label is not None:
+            label.check()  # an unreadable signing key fails here, before any work
+        from . import watermark  # cv2: imported only when a labelled video is written
+
+        self._mark = None if label is None else watermark.Embedder(self.encoded_size[1], self.encoded_size[0])
         self.frames_written = 0
         self._max_frames = None if duration is None else int(math.ceil(duration * self.fps - 1e-9))
         self._dropped = 0
@@ -736,6 +749,8 @@ class VideoWriter:
         if self.encoded_size != (self.width, self.height):
             ew, eh = self.encoded_size
             frame = np.pad(frame, ((0, eh - self.height), (0, ew - self.width), (0, 0)), mode="edge")
+        if self._mark is not None:
+            frame = self._mark(frame)
         try:
             self._proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
         except (BrokenPipeError, ValueError) as e:
@@ -765,6 +780,8 @@ class VideoWriter:
             if rc != 0:
                 raise TalkingFaceError(self._failure_message(f"exited with status {rc}"))
             assert self._tmp_out is not None
+            if self.label is not None and self.label.credentials:
+                self._sign()
             try:
                 os.replace(self._tmp_out, self.path)
             except OSError as e:
@@ -779,6 +796,19 @@ class VideoWriter:
         finally:
             self._closed = True
             self._cleanup()
+
+    def _sign(self) -> None:
+        """Replace the encoded temp file by a copy that carries the label's signed C2PA manifest."""
+        from .provenance import sign_mp4
+
+        assert self._tmp_out is not None and self.label is not None
+        signed = self._tmp_out + ".signed.mp4"
+        try:
+            sign_mp4(self._tmp_out, signed, self.label, os.path.basename(self.path))
+            os.replace(signed, self._tmp_out)
+        finally:
+            if os.path.exists(signed):
+                os.remove(signed)
 
     def abort(self) -> None:
         """Kill ffmpeg and remove the temporary output; nothing is left at ``path``."""

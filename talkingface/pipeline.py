@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import checkpoints, checks, face, media, motion, mouth
+from . import checkpoints, checks, face, media, motion, mouth, provenance
 from .composite import Compositor
 from .errors import InputError
 from .landmarks import LandmarkConfig, LandmarkModel
@@ -49,6 +49,12 @@ class RenderOptions:
     batch_size: int = 16  # frames per generator call
     crf: int = 18  # H.264 quality (lower = better, bigger)
     max_audio_seconds: float = 3 * 3600.0
+    # provenance (talkingface.provenance): the C2PA manifest on/off, a user's own signing key and certificate chain
+    # (default: the local key), and whether the speech was synthesized from text (the manifest says so)
+    credentials: bool = True
+    sign_key: str | None = None
+    sign_cert: str | None = None
+    text: bool = False
 
     def __post_init__(self):  # every number in its documented range (talkingface.checks.RANGES)
         checks.fields(self, ("face_index", "max_size", "motion_scale", "keep_expression", "batch_size", "crf",
@@ -257,7 +263,8 @@ class Pipeline:
         if output is not None:
             h, w = img.shape[:2]
             writer = media.VideoWriter(output, audio_mod.FPS, w, h, audio=audio if not isinstance(audio, np.ndarray)
-                                       else wav, audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration)
+                                       else wav, audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=duration,
+                                       label=provenance.label_for(self, "text" if options.text else "photo", options))
             writer.open()
         try:
             for start in range(0, n, options.batch_size):
@@ -405,4 +412,7 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
     # frames the predictions are delayed by, decided by cross-validation inside the training speakers and
     # stored with the weights (landmark_training.cross_validate_sync_delay); 0 for a checkpoint without it
     delay = int(meta.get("info", {}).get("sync_delay", 0))
-    return Pipeline(lm, tex, device=device, sync_delay=delay, texture_name=texture)
+    pipe = Pipeline(lm, tex, device=device, sync_delay=delay, texture_name=texture)
+    manifest = checkpoints.read_manifest(directory)  # the weights' hashes, for the outputs' content credentials
+    pipe.model_hashes = {n: manifest.get(n, {}).get("sha256", "none") for n in (landmarks, texture)}
+    return pipe

@@ -165,7 +165,7 @@ class Renderer:
         options = RenderOptions(face_index=face_index, max_size=int(max_size), motion_scale=float(motion_scale),
                                 silence_gate=bool(silence_gate), max_audio_seconds=self.limits.max_seconds,
                                 head_motion=str(head_motion or "natural"), seed=int(seed or 0),
-                                keep_expression=float(keep_expression or 0.0))
+                                keep_expression=float(keep_expression or 0.0), text=text is not None)
         return self._run("photo", image, audio, text, voice, rate, report,
                          lambda speech, phonemes, output, progress, stage: self.pipe.render(
                              image, speech, output=output, options=options, progress=progress, phonemes=phonemes))
@@ -222,6 +222,8 @@ class Renderer:
         summary = (f"**Done:** {result.n_frames} frames at {result.fps:g} fps "
                    f"({result.duration:.1f} s of {spoken}) in {seconds:.1f} s.")
         passed = getattr(result, "frames_no_face", 0) + getattr(result, "frames_turned", 0)
+        summary += (" Labelled as AI-generated: C2PA content credentials (signed on this computer) and an "
+                    "invisible watermark.")
         if passed:
             summary += f" {passed} frames were left as they were (face not found or turned too far)."
         if n_faces > 1:
@@ -354,7 +356,9 @@ footer { display: none !important; }
 
 INTRO = """# talkingface
 Make a face talk: a **photo** speaking your audio or text, or a **video** dubbed to new speech.
-Everything runs on this computer; nothing is uploaded anywhere else."""
+Everything runs on this computer; nothing is uploaded anywhere else.
+Every video made here is **labelled as AI-generated**: signed C2PA content credentials and an invisible watermark
+that survives re-encoding (check any file with `talkingface verify FILE`)."""
 
 
 def build_app(pipe: Pipeline, limits: Limits = Limits()):

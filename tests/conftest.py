@@ -18,6 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _provenance_config(tmp_path_factory):
+    """Outputs are signed with a local key created on first use: keep it out of the user's config folder."""
+    old = os.environ.get("TALKINGFACE_CONFIG_DIR")
+    os.environ["TALKINGFACE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("talkingface-config"))
+    yield
+    if old is None:
+        os.environ.pop("TALKINGFACE_CONFIG_DIR", None)
+    else:
+        os.environ["TALKINGFACE_CONFIG_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def astronaut_path() -> str:
     return str(ROOT / "demo" / "astronaut.jpg")

@@ -182,6 +182,11 @@ def _check_result(page, tmp_path, seconds: float | None) -> dict:
     assert doc["fps"] == 25 and doc["n_frames"] == pytest.approx(seconds * 25, abs=2)
     assert len(doc["frames"][0]["points"]) == 59
     assert "Done" in page.locator("#info").inner_text()
+    assert "Labelled as AI-generated" in page.locator("#info").inner_text()
+    from talkingface import provenance
+
+    found = provenance.verify(tmp_path / "result.mp4")  # what the page served carries both labels
+    assert found.manifest == "valid" and found.watermark.found, found.report()
     return doc
 
 
