@@ -450,8 +450,10 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                     with gr.Tab("Dub a video", id="dub", elem_id="tab-dub") as tab_dub:
                         video = gr.Video(label="Video of a person speaking", sources=["upload"], elem_id="video",
                                          height=320)
+                        # adaptation fine-tunes the first version's generator; the mouth stage copies the
+                        # video's own pixels and has nothing to adapt
                         adapt = gr.Checkbox(label="Adapt to this person's mouth (slower, better likeness)",
-                                            value=False, elem_id="adapt")
+                                            value=False, elem_id="adapt", visible=pipe.painter is None)
                 speech_from = gr.Radio([SPEECH_AUDIO, SPEECH_TEXT], value=SPEECH_AUDIO, label="Speech",
                                        elem_id="speech-from")
                 with gr.Group(visible=True) as audio_box:
