@@ -72,7 +72,7 @@ def bench_dub(args: argparse.Namespace) -> int:
     from .dub import DubOptions
 
     t0 = time.perf_counter()
-    pipe = load(args.checkpoints, device=args.device)
+    pipe = _load(args)
     build_s = time.perf_counter() - t0
     _, wav = example_inputs(args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def bench_dub(args: argparse.Namespace) -> int:
             _provenance_rows(video, w, h)
     t = best.timings
     _machine(args)
-    print(f"pipeline build (models, once): {build_s:.2f} s")
+    print(f"pipeline build (models, once): {build_s:.2f} s; mouth texture: {pipe.texture_name}")
     print(f"dub of a {args.seconds:.0f} s {w}x{h} 25 fps video, {best.n_frames} frames "
           f"({'best of %d after a warm-up' % (len(runs) - 1) if len(runs) > 1 else 'one run, no warm-up'}):")
     print(f"{'stage':16s} {'seconds':>8s} {'ms/frame':>9s}")
@@ -123,18 +123,23 @@ def _provenance_rows(video: str, w: int, h: int) -> None:
     print(f"{'c2pa signing':16s} {sign_s:8.3f} {'':9s}   (once per output file, included in encode)")
 
 
+def _load(args: argparse.Namespace):
+    texture = getattr(args, "texture", None) or ("texture-v1" if getattr(args, "adapt", False) else None)
+    return load(args.checkpoints, device=args.device, **({"texture": texture} if texture else {}))
+
+
 def _machine(args: argparse.Namespace) -> None:
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") and torch.cuda.is_available() else "-"
     print(f"machine: {os.cpu_count()} CPU cores ({cpu}), torch threads {torch.get_num_threads()}, "
-          f"device {args.device}, GPU {gpu}")
+          f"device {args.device}, GPU {gpu}, load average {os.getloadavg()[0]:.1f}")
 
 
 def main(args: argparse.Namespace) -> int:
     if getattr(args, "dub", False):
         return bench_dub(args)
     t0 = time.perf_counter()
-    pipe = load(args.checkpoints, device=args.device)
+    pipe = _load(args)
     build_s = time.perf_counter() - t0
     image, wav = example_inputs(args.seconds)
     mode = getattr(args, "head_motion", "natural")
@@ -150,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
             _provenance_rows(os.path.join(tmp, "bench.mp4"), image.shape[1], image.shape[0])
     t = best.timings
     _machine(args)
-    print(f"pipeline build (models, once): {build_s:.2f} s")
+    print(f"pipeline build (models, once): {build_s:.2f} s; mouth texture: {pipe.texture_name}")
     print(f"render of {args.seconds:.0f} s audio, {best.n_frames} frames at 512x512, head motion "
           f"{getattr(args, 'head_motion', 'natural')} (best of {len(runs) - 1}):")
     print(f"{'stage':16s} {'seconds':>8s} {'ms/frame':>9s}")

@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="photo render: head motion and blinks (default natural, as render)")
     b.add_argument("--size", type=int, default=512, choices=[512, 720],
                    help="with --dub: 512 (512x512) or 720 (1280x720) test video (default 512)")
-    b.add_argument("--adapt", action="store_true", help="with --dub: include --adapt fine-tuning")
+    b.add_argument("--adapt", action="store_true", help="with --dub: include --adapt fine-tuning (texture-v1)")
+    b.add_argument("--texture", choices=["mouth-v2", "warp", "texture-v1"], default=None,
+                   help="the mouth texture method to time (default: the shipped default)")
     _add_common(b)
 
     d = sub.add_parser("demo", help="the web page: photo/video + audio/text -> video, in the browser",
