@@ -140,6 +140,16 @@ def fill_interior(source: InteriorSource, qx: np.ndarray, qy: np.ndarray, tgt_po
     return a_up * up + (1 - a_up) * lower
 
 
+def cover_stale(warped: np.ndarray, tri: np.ndarray, src_points: np.ndarray, offset=(0.0, 0.0)) -> np.ndarray:
+    """Pixels of the source's own lip opening that no moved triangle covers would keep the source's teeth or
+    cavity (a mouth closing from an open smile showed stripes of squashed teeth): fill them from the lips
+    around them (inpainting). ``warped``: uint8 box from ``warp.warp_region``, ``tri`` its covering map."""
+    stale = (polygon_mask(inner_polygon(src_points), tri.shape, offset) > 0.2) & (tri < 0)
+    if not stale.any():
+        return warped
+    return cv2.inpaint(warped, stale.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+
+
 def hole_and_band(points: np.ndarray, shape: tuple[int, int], band_px: float, offset=(0.0, 0.0)
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The lip opening (anti-aliased) and the band where the refine network may act: the opening and the
@@ -169,6 +179,7 @@ def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.nd
     dst, _ = warp.safe_target(src, dst, tris)
     moved = tris[warp.moved_triangles(src, dst, tris)]
     warped, tri = warp.warp_region(src_crop, src, dst, moved, (0, 0, s, s))
+    warped = cover_stale(warped, tri, src)
     stretch = warp.stretch_map(src, dst, moved, tri)
     tgt = dst[: face.N_MESH]
     hole, band = hole_and_band(tgt, (s, s), BAND_CM / (2 * CROP_HALF) * s)
@@ -389,6 +400,7 @@ class MouthPainter:
             return None
         x0, y0, x1, y1 = box
         warped, tri = warp.warp_region(frame, src, dst, moved, box)
+        warped = cover_stale(warped, tri, src, offset=(x0, y0))
         out = warped.astype(np.float32)
         tgt = dst[: face.N_MESH]
         a_net = crop_affine(ff, self.size)

@@ -57,7 +57,8 @@ class VideoTrack:
     mouth_img: np.ndarray  # (N, 59, 2) the frame's own mouth, image pixels (smoothed)
     nose_img: np.ndarray  # (N, 5, 2) face.NOSE_LINE, image pixels (smoothed)
     mouth_canon: np.ndarray  # (N, 59, 3) the frame's own mouth in the canonical space
-    points: np.ndarray  # (N, 478, 2) all FaceMesh points, image pixels (smoothed): the mouth stage's warp
+    points: np.ndarray  # (N, 478, 2) all FaceMesh points, image pixels, NOT smoothed: they are where the frame's
+    #   pixels are, and the mouth stage's warp moves them by (target - mouth_canon), so their noise cancels
     yaw: np.ndarray  # (N,) degrees
     pitch: np.ndarray  # (N,) degrees
     thumbs: np.ndarray  # (N, THUMB, THUMB) uint8
@@ -138,8 +139,6 @@ def smooth_track(track: VideoTrack, sigma: float) -> None:
         track.rot[a:b] = _project_rotations(_gauss_smooth(track.rot[a:b], sigma))
         track.mouth_img[a:b] = _gauss_smooth(track.mouth_img[a:b], sigma)
         track.nose_img[a:b] = _gauss_smooth(track.nose_img[a:b], sigma)
-        if sigma > 0 and b - a > 1:
-            track.points[a:b] = gaussian_filter1d(track.points[a:b], sigma, axis=0, mode="reflect", truncate=3.0)
 
 
 def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker,
