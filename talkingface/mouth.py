@@ -150,6 +150,26 @@ def cover_stale(warped: np.ndarray, tri: np.ndarray, src_points: np.ndarray, off
     return cv2.inpaint(warped, stale.astype(np.uint8), 3, cv2.INPAINT_TELEA)
 
 
+SEAM_CM = 0.07  # width of the dark line where closed lips meet
+
+
+def closed_seam(out: np.ndarray, points: np.ndarray, px_per_cm: float, offset, cavity: np.ndarray) -> np.ndarray:
+    """Where the target's lips (nearly) meet, the thin dark line real closed lips show between them, along the
+    inner lip contour; it fades out as the mouth opens (then the opening itself is dark). Without it, lips
+    closed from an open photo met in a pale seam that reads as a slightly open mouth. ``out``: float32 box."""
+    up, lo = lip_midpoints(points)
+    width = max(1.0, SEAM_CM * px_per_cm)
+    alpha = 0.6 * float(np.clip(1.0 - np.linalg.norm(up - lo) / (3.0 * width), 0.0, 1.0))
+    if alpha <= 0:
+        return out
+    line = np.asarray(points, np.float64)[[78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308], :2] - offset
+    mask = np.zeros(out.shape[:2], np.uint8)
+    cv2.polylines(mask, [np.round(line * 16).astype(np.int32)], False, 255, max(1, int(round(width))),
+                  cv2.LINE_AA, 4)
+    a = (mask.astype(np.float32) / 255.0 * alpha)[..., None]
+    return out * (1 - a) + cavity[None, None, :] * a
+
+
 def hole_and_band(points: np.ndarray, shape: tuple[int, int], band_px: float, offset=(0.0, 0.0)
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The lip opening (anti-aliased) and the band where the refine network may act: the opening and the
@@ -300,6 +320,12 @@ class PatchDiscriminator(nn.Module):
 INTERIOR_SIZE = 160  # side of the interior sources' aligned crops (20 px per cm)
 
 
+# how far the outer lip follows its inner lip when a photo's open mouth is closed to rest: the lips thicken as they
+# close (and the band FaceMesh calls lip, which on a toothy smile holds a row of teeth, is compressed rather than
+# carried whole onto the closed mouth)
+OUTER_FOLLOW = 0.4
+
+
 def neutral_rest(mouth: np.ndarray, amount: float = 1.0) -> np.ndarray:
     """A canonical mouth (59, 3) with the lips closed: each inner-lip pair meets at its midline, the outer lips
     and the chin follow their lip (``amount`` in [0, 1]: 0 keeps the shape, 1 closes fully). The photo's
@@ -315,9 +341,9 @@ def neutral_rest(mouth: np.ndarray, amount: float = 1.0) -> np.ndarray:
             continue
         down, up = 0.35 * gap * amount, 0.65 * gap * amount  # the jaw closes more than the upper lip drops
         m[mi[u_in], 1] -= down
-        m[mi[u_out], 1] -= down
+        m[mi[u_out], 1] -= OUTER_FOLLOW * down
         m[mi[l_in], 1] += up
-        m[mi[l_out], 1] += up
+        m[mi[l_out], 1] += OUTER_FOLLOW * up
         if u_in == 13:
             lower_shift[1] = up
     jaw = np.arange(len(face.LIPS_OUTER) + len(face.LIPS_INNER), len(face.MOUTH))
@@ -406,6 +432,7 @@ class MouthPainter:
         a_net = crop_affine(ff, self.size)
         px_per_cm = self.size / (2 * CROP_HALF) / float(np.sqrt(abs(np.linalg.det(a_net[:, :2]))))
         hole, band = hole_and_band(tgt, (y1 - y0, x1 - x0), BAND_CM * px_per_cm, offset=(x0, y0))
+        out = closed_seam(out, tgt, px_per_cm, (x0, y0), interior.cavity if interior is not None else DEFAULT_CAVITY)
         if interior is not None and hole.max() > 0:
             ys, xs = np.nonzero(hole > 0)
             hy0, hy1, hx0, hx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1

@@ -93,12 +93,16 @@ def extend_points(points: np.ndarray, moved: np.ndarray | None = None) -> np.nda
     return np.concatenate([tgt, *[r + f * d for r, f in zip(rings, RING_FOLLOW, strict=True)]])
 
 
+NOSE_BOTTOM = 2  # FaceMesh point under the nose (subnasale)
+
+
 @functools.lru_cache(maxsize=1)
 def spread_matrix() -> np.ndarray:
     """(468, 59) float64: displacement of every mesh point as a linear function of the 59 mouth points'.
 
     Harmonic interpolation on the mesh graph: mouth points are the given values, the rigid upper face
-    (face.rigid_indices) is fixed at zero, every other point is the mean of its neighbours.
+    (face.rigid_indices) and every point above the base of the nose are fixed at zero, every other point is
+    the mean of its neighbours.
     """
     n = face.N_MESH
     adj = np.zeros((n, n))
@@ -106,7 +110,9 @@ def spread_matrix() -> np.ndarray:
         adj[a, b] = adj[b, a] = adj[a, c] = adj[c, a] = adj[b, c] = adj[c, b] = 1.0
     lap = np.diag(adj.sum(1)) - adj
     mouth = np.asarray(face.MOUTH)
-    fixed = np.union1d(mouth, face.rigid_indices())
+    canon_y = face.canonical_mesh()[:, 1]
+    above_nose = np.flatnonzero(canon_y > canon_y[NOSE_BOTTOM])  # nothing above the nose's base moves
+    fixed = np.union1d(np.union1d(mouth, face.rigid_indices()), np.setdiff1d(above_nose, mouth))
     free = np.setdiff1d(np.arange(n), fixed)
     w = np.zeros((n, len(mouth)))
     w[mouth, np.arange(len(mouth))] = 1.0
