@@ -404,7 +404,9 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
         if k not in _FIELDS:
             raise InputError(f"unknown option '{k}'")
     manifest = read_manifest(Path(checkpoints) if checkpoints else DEFAULT_DIR)
-    models = json.dumps(manifest, sort_keys=True)
+    from .pipeline import DEFAULT_MODELS  # which of them paints the mouth is part of what made an output
+
+    models = json.dumps({"manifest": manifest, "use": DEFAULT_MODELS}, sort_keys=True)
     outputs = [_output_path(j, out) for j in job_list]
     dupes = {str(p) for p in outputs if outputs.count(p) > 1}
     if dupes:
