@@ -121,9 +121,14 @@ def test_dub_end_to_end_mouth_follows_the_new_audio(pipeline, grid_video_path, t
     assert np.median(psnr) > 36  # only the H.264 encoder (crf 18) touched it
     with face.FaceTracker(static=False) as tr:
         opening = np.array([face.mouth_opening(tr.detect(f)[0].landmarks) for f in dubbed])
+        before = np.array([face.mouth_opening(tr.detect(f)[0].landmarks) for f in src])
     r_new, _ = metrics.pearson_lagged(opening, speech_energy(new)[: len(opening)], 2)
     r_old, _ = metrics.pearson_lagged(opening, speech_energy(old)[: len(opening)], 2)
-    assert r_new > 0.3 and r_new > r_old + 0.2, (r_new, r_old)
+    # the two GRID sentences share their template, so their speech energies correlate with each other: the
+    # undubbed video's mouth already follows the new sentence with r about 0.35 (0.59 for its own); dubbed, it
+    # must follow the new one far better than that, and better than the old one
+    r_before, _ = metrics.pearson_lagged(before, speech_energy(new)[: len(before)], 2)
+    assert r_new > r_before + 0.3 and r_new > r_old + 0.1, (r_new, r_old, r_before)
 
 
 def test_dub_bad_inputs_leave_nothing(pipeline, tmp_path, grid_video_path):
