@@ -39,7 +39,7 @@ def main() -> None:
                 aff = mouth.crop_affine(face.FaceFrame.fit(lm), SIZE)
                 pts = face.apply_affine(lm, aff).astype(np.float32)
                 up, lo = mouth.lip_midpoints(pts)
-                rows.append((float(np.linalg.norm(lo - up)), i, mouth.aligned_crop(frame, aff, SIZE), pts))
+                rows.append((float(np.linalg.norm(lo - up)), i, face.warp_crop(frame, aff, SIZE), pts))
             rows.sort(key=lambda r: -r[0])
             chosen = []
             for r in rows:

@@ -38,26 +38,6 @@ def crop_affine(frame: face.FaceFrame, size: int = CROP_SIZE) -> np.ndarray:
     return frame.crop_affine(size, CROP_CENTER, CROP_HALF)
 
 
-def aligned_crop(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
-    """``cv2.warpAffine`` with anti-aliasing when the affine shrinks the image (a Gaussian pre-blur of the
-    region the crop reads, sigma ~ 0.5 / scale), so large faces do not alias into the crop."""
-    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-    if scale < 0.8:
-        inv = cv2.invertAffineTransform(affine)
-        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
-        h, w = image.shape[:2]
-        sigma = 0.45 / scale
-        pad = int(3 * sigma) + 2
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
-        if x1 > x0 and y1 > y0:
-            roi = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigma)
-            shifted = affine.astype(np.float64).copy()
-            shifted[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
-            return cv2.warpAffine(roi, shifted, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 # --------------------------------------------------------------------------- the interior
 
 _UP_MID, _LO_MID = (82, 13, 312), (87, 14, 317)  # middle of the upper / lower inner lip
@@ -447,7 +427,7 @@ class MouthPainter:
         if self.refine is not None:
             shifted = a_net.astype(np.float64).copy()
             shifted[:, 2] += a_net[:, :2] @ np.array([x0, y0], np.float64)
-            crop = aligned_crop(np.clip(out, 0, 255).astype(np.uint8), shifted, self.size)
+            crop = face.warp_crop(np.clip(out, 0, 255).astype(np.uint8), shifted, self.size)
             stretch = cv2.warpAffine(warp.stretch_map(src, dst, moved, tri), shifted, (self.size, self.size),
                                      flags=cv2.INTER_NEAREST, borderValue=1.0)
             c_hole, c_band = hole_and_band(face.apply_affine(tgt, a_net), (self.size, self.size),

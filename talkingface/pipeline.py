@@ -309,7 +309,7 @@ class Pipeline:
         """Where a photo's mouth interior comes from: the photo itself when its mouth is open (its own teeth),
         else a wide-open shipped donor showing its teeth, colour-matched (greyscale for a black-and-white photo)."""
         a_int = mouth.crop_affine(frame, mouth.INTERIOR_SIZE)
-        crop = mouth.aligned_crop(img, a_int, mouth.INTERIOR_SIZE)
+        crop = face.warp_crop(img, a_int, mouth.INTERIOR_SIZE)
         own = mouth.InteriorSource(crop, face.apply_affine(det.landmarks, a_int))
         if own.opening >= 0.04:  # about 3 mm of visible interior
             return own

@@ -220,7 +220,7 @@ def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker
                     entry = BankEntry(i, face.warp_crop(frame, affine, crop_size),
                                       face.apply_affine(lm[face.MOUTH], affine).astype(np.float32),
                                       float(metrics.opening(mc[None], iod)[0]),
-                                      mouth.aligned_crop(frame, a_int, mouth.INTERIOR_SIZE),
+                                      face.warp_crop(frame, a_int, mouth.INTERIOR_SIZE),
                                       face.apply_affine(lm, a_int).astype(np.float32))
                     if slot == len(bank):
                         bank.append(entry)

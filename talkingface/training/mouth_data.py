@@ -37,7 +37,7 @@ def prepare_clip(path: str, tracker: face.FaceTracker, size: int, max_angle: flo
             continue
         ff = face.FaceFrame.fit(lm)
         aff = mouth.crop_affine(ff, size)
-        crops.append(mouth.aligned_crop(frame, aff, size))
+        crops.append(face.warp_crop(frame, aff, size))
         points.append(face.apply_affine(lm, aff).astype(np.float32))
         frames.append(i)
         yaws.append(pose.yaw)
