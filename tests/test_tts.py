@@ -128,9 +128,6 @@ def test_text_to_video(text_video):
     assert np.ptp(mouth[:, :, 1], axis=0).max() > 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="known limit of the warp mouth stage (docs/MOUTH.md): the astronaut's lips, "
-                   "closed from a toothy smile, re-track as slightly open at rest in the pause (0.055 from the "
-                   "first frame) and at bilabials (0.06 against 0.10 in vowels)")
 def test_text_to_video_closes_on_bilabials(text_video):
     """Re-tracked from the rendered pixels: it talks and rests, lips nearly shut at bilabials, open in vowels."""
     from talkingface import face, media
