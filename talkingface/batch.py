@@ -140,6 +140,17 @@ def _file_hash(path: str, cache: dict[str, str]) -> str:
     return cache[path]
 
 
+def models_in_use(checkpoints: str | None) -> str:
+    """What made an output, as text: the weights' manifest and which of them (or which method) the pipeline uses
+    by default (the mouth method changed from texture-v1 to warp: old outputs are redone, not skipped). A Ray
+    node compares its own with the driver's."""
+    from .checkpoints import DEFAULT_DIR, read_manifest
+    from .pipeline import DEFAULT_MODELS
+
+    manifest = read_manifest(Path(checkpoints) if checkpoints else DEFAULT_DIR)
+    return json.dumps({"manifest": manifest, "use": DEFAULT_MODELS}, sort_keys=True)
+
+
 def job_key(job: DubJob, defaults: dict, models: str, cache: dict[str, str] | None = None) -> str:
     """Identity of a job's result: input contents, effective options and model weights."""
     cache = {} if cache is None else cache
@@ -380,8 +391,6 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     retries: how many times a job whose worker died (killed, out of memory) is run again before it is reported
         as failed. A job that fails by itself (bad input) is not retried.
     """
-    from .checkpoints import DEFAULT_DIR, read_manifest
-
     if executor not in ("local", "ray"):
         raise InputError(f"executor must be 'local' or 'ray', not {executor!r}")
     if workers is not None and workers < 1:
@@ -403,10 +412,7 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     for k in defaults:
         if k not in _FIELDS:
             raise InputError(f"unknown option '{k}'")
-    manifest = read_manifest(Path(checkpoints) if checkpoints else DEFAULT_DIR)
-    from .pipeline import DEFAULT_MODELS  # which of them paints the mouth is part of what made an output
-
-    models = json.dumps({"manifest": manifest, "use": DEFAULT_MODELS}, sort_keys=True)
+    models = models_in_use(checkpoints)
     outputs = [_output_path(j, out) for j in job_list]
     dupes = {str(p) for p in outputs if outputs.count(p) > 1}
     if dupes:

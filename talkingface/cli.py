@@ -559,8 +559,39 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def hide_native_stderr() -> bool:
+    """Native libraries (MediaPipe's graphs, TFLite, ONNX Runtime) print start-up chatter straight to file
+    descriptor 2, from their own threads and at moments no context manager can bracket (1 run in 8 leaked a
+    'W0000 ... inference_feedback_manager' line). The command line sends descriptor 2 to /dev/null and keeps
+    Python's own stderr (messages, warnings, tracebacks, progress bars) on a copy of the real one. Only when
+    sys.stderr is the process's own (not when a caller or a test captures it). ffmpeg's output goes to log files
+    and pipes, never to descriptor 2. Returns whether it did."""
+    if sys.stderr is not sys.__stderr__ or sys.stderr is None:
+        return False
+    try:
+        fd = sys.stderr.fileno()
+        if fd != 2:
+            return False
+        real = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        return False
+    sys.stderr.flush()
+    sys.stderr = sys.__stderr__ = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding,
+                                            errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        faulthandler.enable(sys.stderr)
+    return True
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:  # -v: everything, the native libraries' logs too
+        hide_native_stderr()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")  # quiet mediapipe's C++ logging

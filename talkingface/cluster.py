@@ -48,17 +48,14 @@ class DubWorker:
                  models: str | None = None):
         t0 = time.perf_counter()
         os.environ.setdefault("GLOG_minloglevel", "2")
-        import json
-
         import torch
 
         from . import batch
-        from .checkpoints import DEFAULT_DIR, read_manifest
+        from .checkpoints import DEFAULT_DIR
         from .pipeline import load
 
         if models is not None:  # the resume keys name the driver's weights: a node must load the same ones
-            here = json.dumps(read_manifest(Path(checkpoints) if checkpoints else DEFAULT_DIR), sort_keys=True)
-            if here != models:
+            if batch.models_in_use(checkpoints) != models:
                 raise TalkingFaceError(f"the checkpoints on {socket.gethostname()} differ from the driver's "
                                        f"({checkpoints or DEFAULT_DIR}): install the same talkingface and weights")
 

@@ -230,6 +230,30 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+class QuietGraph:
+    """A MediaPipe solution whose first runs are silenced on file descriptor 2: its calculators start (and log
+    TFLite/absl chatter from their own threads) on the first frame that reaches them, which for the landmark
+    model is the first frame with a face, and for tracking the frame after. ``runs``: how many calls that gave a
+    result are silenced."""
+
+    def __init__(self, graph, runs: int = 3):
+        self.graph = graph
+        self.left = runs
+
+    def process(self, image: np.ndarray):
+        if self.left <= 0:
+            return self.graph.process(image)
+        with native_stderr_silenced():
+            res = self.graph.process(image)
+        if any(getattr(res, k, None) is not None
+               for k in ("multi_face_landmarks", "detections", "segmentation_mask")):
+            self.left -= 1
+        return res
+
+    def close(self) -> None:
+        self.graph.close()
+
+
 class FaceTracker:
     """MediaPipe face detection + FaceMesh (478 points with iris refinement).
 
@@ -256,21 +280,22 @@ class FaceTracker:
         self.static = static
         self.max_faces = MAX_FACES if max_faces is None else int(max_faces)
         max_faces = self.max_faces
-        self._started = 0  # frames with a face seen so far (up to 3)
         with native_stderr_silenced():  # graph construction logs to fd 2 as well
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
+            self._mesh = QuietGraph(mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static,
                 max_num_faces=1 if static else max_faces,
                 refine_landmarks=True,
                 min_detection_confidence=min_confidence,
                 min_tracking_confidence=min_confidence,
-            )
+            ))
             self._detector = (
-                mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+                QuietGraph(mp.solutions.face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=min_confidence))
                 if static else None
             )
             self._tile_detector = (  # short range: for faces that fill a good part of its (tile's) input
-                mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=min_confidence)
+                QuietGraph(mp.solutions.face_detection.FaceDetection(
+                    model_selection=0, min_detection_confidence=min_confidence))
                 if static else None
             )
 
@@ -356,13 +381,7 @@ class FaceTracker:
         re-finding a lost face in a video; misses faces much smaller than the frame)."""
         if min(image.shape[:2]) < 2:
             return []
-        if self._started < 3:  # the graphs start on the first frames (tracking: the 2nd), and say so on stderr
-            with native_stderr_silenced():
-                points = self._detect_static(image, tiles) if self.static else self._mesh_points(image)
-            if points:
-                self._started += 1
-        else:
-            points = self._detect_static(image, tiles) if self.static else self._mesh_points(image)
+        points = self._detect_static(image, tiles) if self.static else self._mesh_points(image)
         faces = []
         for pts in points:
             x0, y0 = np.floor(pts[:, :2].min(0)).astype(int)

@@ -389,7 +389,7 @@ def selfie_mask(image: np.ndarray) -> np.ndarray | None:
         import mediapipe as mp
 
         with face.native_stderr_silenced():
-            seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            seg = face.QuietGraph(mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0))
         try:
             res = seg.process(np.ascontiguousarray(image))
         finally:

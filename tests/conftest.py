@@ -103,13 +103,18 @@ def assert_talks(video_path, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     op_speech, op_quiet = opening[speech], opening[quiet]
     assert np.nanstd(op_speech) > 2 * np.nanstd(op_quiet) + 1e-3  # it moves while speaking ...
     assert np.nanmax(op_speech) > np.nanmedian(op_quiet) + 0.03  # ... opens wider than at rest ...
-    # ... and rests in silence as in the first (silent) frame: both read frame by frame, without the tracking
-    # mode's temporal prior, which carries the last open mouth a little into the pause
+    # ... and rests in silence as in the first frame when that is silent too (read frame by frame, without the
+    # tracking mode's temporal prior, which carries the last open mouth a little into the pause). Speech that
+    # starts at once (TTS: 58 ms) gives no silent first frame: its first frame is already moving (re-tracked
+    # 0.085 here, 0.151 on the CI machine), and the pauses must then rest below the speech's median opening.
     with face.FaceTracker(static=True) as still:
-        rest_open = face.mouth_opening(still.detect(frames[0])[0].landmarks)
         quiet_open = [face.mouth_opening(f[0].landmarks) for i in np.flatnonzero(quiet)[::2]
                       if (f := still.detect(frames[i]))]
-    assert abs(np.nanmedian(quiet_open) - rest_open) < 0.05
+        if quiet[0]:
+            rest_open = face.mouth_opening(still.detect(frames[0])[0].landmarks)
+            assert abs(np.nanmedian(quiet_open) - rest_open) < 0.05
+        else:
+            assert np.nanmedian(quiet_open) < np.nanmedian(op_speech)
     return speech, quiet
 
 
