@@ -74,6 +74,36 @@ def test_degenerate_triangle_fetches_only_nearby_pixels():
     assert map_y[inside].min() >= 99.0 and map_y[inside].max() <= 109.0
 
 
+def test_fast_maps_equal_the_reference_bit_for_bit():
+    """piecewise_affine_maps (label image + per-coefficient gathers) gives exactly the simple per-pixel
+    reference's maps: on the face mesh with an opening mouth (partly outside the frame: the box is clipped),
+    on a degenerate triangle and on no triangles at all."""
+    ff = _frame(scale_px=10.0, centre=(110.0, 95.0))
+    lm = _landmarks(ff)
+    rest = ff.to_canonical(lm[face.MOUTH])
+    tgt = warp.target_points(lm, ff, _open_mouth(rest, 0.9))
+    tris = warp.extended_triangles()
+    src = warp.extend_points(lm)
+    dst, _ = warp.safe_target(src, warp.extend_points(lm, tgt), tris)
+    moved = tris[warp.moved_triangles(src, dst, tris)]
+    box = warp.triangles_box(np.vstack([src, dst]), moved, (180, 200), pad=3)
+    assert len(moved) > 100 and box is not None
+    deg_src = np.array([[10.0, 10.0], [20.0, 10.0], [15.0, 18.0]])
+    deg_dst = np.array([[10.0, 10.0], [20.0, 10.3], [15.0, 10.15]])
+    cases = [(src, dst, moved, box), (deg_src, deg_dst, np.array([[0, 1, 2]]), (5, 5, 26, 24)),
+             (src, dst, moved[:0], (10, 10, 30, 40))]
+    for s, d, t, b in cases:
+        fast, ref = warp.piecewise_affine_maps(s, d, t, b), warp.reference_maps(s, d, t, b)
+        for a, r in zip(fast, ref, strict=True):
+            assert a.dtype == r.dtype and a.shape == r.shape
+            np.testing.assert_array_equal(a, r)
+    # a second call with a smaller box reuses the work buffers: still exact
+    small = (box[0] + 20, box[1] + 20, box[0] + 60, box[1] + 50)
+    for a, r in zip(warp.piecewise_affine_maps(src, dst, moved, small), warp.reference_maps(src, dst, moved, small),
+                    strict=True):
+        np.testing.assert_array_equal(a, r)
+
+
 def test_target_points_from_2d_landmarks_match_3d():
     ff = _frame(yaw_deg=15.0)
     lm = _landmarks(ff)
