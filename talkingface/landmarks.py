@@ -12,6 +12,11 @@ makes (coarticulation, plosive closures), which a causal model cannot see in tim
 sides, so it need not lag. Training targets are divided by each speaker's own motion range so loud and
 quiet talkers count alike; the ``cm_per_unit`` buffer turns the prediction back into centimetres (the
 user's ``RenderOptions.motion_scale`` multiplies the result afterwards).
+
+The live path (talkingface.live) cannot wait for the end of the utterance: its model is unidirectional
+(``bidirectional=False``) on streamable features (``feature_kind="whisper_stream"``), and sees
+``conv_kernel // 2`` frames ahead through its input convolution. ``LandmarkStream`` runs such a model frame by
+frame, carrying the LSTM's state, with exactly the offline model's output.
 """
 from __future__ import annotations
 
@@ -35,6 +40,15 @@ class LandmarkConfig:
     conv_kernel: int = 5
     dropout: float = 0.3
     bidirectional: bool = True
+    # whisper_stream features only: how audio.StreamingWhisper cuts the audio (audio.StreamWindow)
+    stream_block: int = 4
+    stream_window: int = 50
+    stream_lookahead: int = 1
+
+    @property
+    def lookahead(self) -> int:
+        """Frames of features after frame t that its prediction needs (unidirectional models)."""
+        return self.conv_kernel // 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,3 +104,61 @@ class LandmarkModel(nn.Module):
         out = self(feats[None])[0]  # (T, P, 3)
         self.train(was_training)
         return out * self.cm_per_unit.view(self.config.n_points, 3)
+
+
+class LandmarkStream:
+    """A unidirectional LandmarkModel run incrementally: ``push(features)`` -> the predictions (offsets in canonical
+    cm, (k, P, 3)) of every frame whose ``lookahead`` frames of features have arrived; ``flush()`` -> the rest
+    (the features after the end count as zeros, as the offline model's convolution pads them). The outputs
+    equal ``model.predict`` over the whole sequence (tests/test_live.py)."""
+
+    def __init__(self, model: LandmarkModel):
+        if model.config.bidirectional:
+            raise ValueError("a bidirectional landmark model cannot run live: it needs the whole utterance")
+        self.model = model.eval()
+        self.reset()
+
+    def reset(self) -> None:
+        k = self.model.config.conv_kernel
+        self._h = None  # input projections of the frames the convolution still needs
+        self._pad = k // 2
+        self._state = None  # the LSTM's (h, c)
+        self._started = False
+
+    @torch.no_grad()
+    def push(self, feats) -> torch.Tensor:
+        m, c = self.model, self.model.config
+        feats = torch.as_tensor(feats, dtype=torch.float32)
+        if len(feats) == 0:
+            return torch.zeros(0, c.n_points, 3)
+        h = m.inp(feats[None])  # (1, k, H): per frame, causal
+        if not self._started:  # the convolution's zero padding before the first frame
+            h = torch.cat([torch.zeros(1, self._pad, h.shape[-1]), h], 1)
+            self._started = True
+        buf = h if self._h is None else torch.cat([self._h, h], 1)
+        return self._run(buf)
+
+    def _run(self, buf: torch.Tensor) -> torch.Tensor:
+        m, c = self.model, self.model.config
+        k = c.conv_kernel
+        n_new = buf.shape[1] - (k - 1)  # frames whose whole convolution window is here
+        if n_new <= 0:
+            self._h = buf
+            return torch.zeros(0, c.n_points, 3)
+        conv = torch.nn.functional.conv1d(buf.transpose(1, 2), m.conv.weight, m.conv.bias).transpose(1, 2)
+        x = buf[:, self._pad: self._pad + n_new] + torch.nn.functional.gelu(conv)  # (1, n_new, H)
+        y, self._state = m.lstm(x, self._state)
+        self._h = buf[:, n_new:]
+        coef = m.head(y)
+        flat = coef @ m.pca_basis + m.pca_mean
+        return flat.view(n_new, c.n_points, 3) * m.cm_per_unit.view(c.n_points, 3)
+
+    @torch.no_grad()
+    def flush(self) -> torch.Tensor:
+        c = self.model.config
+        if self._h is None or not self._started:
+            return torch.zeros(0, c.n_points, 3)
+        buf = torch.cat([self._h, torch.zeros(1, self._pad, self._h.shape[-1])], 1)
+        out = self._run(buf)
+        self._h = None
+        return out

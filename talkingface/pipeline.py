@@ -82,6 +82,12 @@ class RenderResult:
     motion: motion.MotionPlan | None = None  # the head motion and blinks rendered (None when still)
 
 
+def feature_config(cfg: LandmarkConfig) -> audio_mod.AudioFeatureConfig:
+    """The audio features a landmark model was trained on (its checkpoint's config)."""
+    return audio_mod.AudioFeatureConfig(kind=cfg.feature_kind, window=audio_mod.StreamWindow(
+        cfg.stream_block, cfg.stream_window, cfg.stream_lookahead))
+
+
 def check_output_folder(output) -> None:
     """The folder an output file goes to must exist (checked before any work)."""
     if output is not None:
@@ -151,8 +157,10 @@ class Pipeline:
                                              "mouth-v2" if texture.refine is not None else "warp")
         cfg = landmark_model.config
         self.audio_encoder = audio_encoder or audio_mod.AudioEncoder(
-            audio_mod.AudioFeatureConfig(kind=cfg.feature_kind), device=device)
+            feature_config(cfg), device=device)
         self._lock = threading.RLock()
+        self.checkpoint_dir = checkpoints.DEFAULT_DIR  # load() sets the folder it read (the live model is there)
+        self._live = None
         self._tracker: face.FaceTracker | None = None
         self._donors: list[mouth.InteriorSource] | None = None
 
@@ -299,6 +307,28 @@ class Pipeline:
             n_faces=n_faces, frames=frames_out, timings=timings, motion=plan,
         )
 
+    def stream(self, image, chunks, **kwargs):
+        """Live: frames as the audio ``chunks`` arrive (talkingface.live.stream: sample_rate, options (LiveOptions),
+        realtime, stats). A generator; one stream at a time per pipeline (the face tracker and models are shared)."""
+        from .live import stream
+
+        return stream(self, image, chunks, **kwargs)
+
+    def live_model(self):
+        """(the live landmark model, its sync delay), loaded on first use from the checkpoint folder."""
+        if self._live is None:
+            from .live import load_live_model
+
+            model, delay = load_live_model(self.checkpoint_dir)
+            self._live = (model.to(self.device), delay)
+        return self._live
+
+    def whisper_encoder(self) -> audio_mod.WhisperEncoder:
+        """The Whisper encoder, shared with the offline features when they are Whisper's too."""
+        if getattr(self.audio_encoder, "_whisper", None) is None:
+            self.audio_encoder._whisper = audio_mod.WhisperEncoder(device=str(self.device))
+        return self.audio_encoder._whisper
+
     def donors(self) -> list[mouth.InteriorSource]:
         if self._donors is None:
             self._donors = mouth.load_donors()
@@ -415,6 +445,7 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
     # stored with the weights (landmark_training.cross_validate_sync_delay); 0 for a checkpoint without it
     delay = int(meta.get("info", {}).get("sync_delay", 0))
     pipe = Pipeline(lm, tex, device=device, sync_delay=delay, texture_name=texture)
+    pipe.checkpoint_dir = directory
     manifest = checkpoints.read_manifest(directory)  # the weights' hashes, for the outputs' content credentials
     pipe.model_hashes = {n: manifest.get(n, {}).get("sha256", "none") for n in (landmarks, texture)}
     return pipe

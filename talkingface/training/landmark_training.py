@@ -64,7 +64,9 @@ def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("tra
             log.warning("skipping %s: face found in only %.0f%% of frames", e["clip"], 100 * valid.mean())
             continue
         mouth = d["mouth_canon"].astype(np.float32)
-        clips.append(Clip(e["clip"], e["speaker"], e["split"], d[feature_kind].astype(np.float32), mouth, valid,
+        side = os.path.join(prepared, f"{e['clip']}.{feature_kind}.npy")  # prepare.add_stream_features
+        feats = d[feature_kind] if feature_kind in d.files else np.load(side)
+        clips.append(Clip(e["clip"], e["speaker"], e["split"], feats.astype(np.float32), mouth, valid,
                           d["energy"].astype(np.float32), metrics.neutral_mouth(mouth, valid)))
     return clips
 

@@ -13,6 +13,8 @@ crops           (T, S, S, 3) uint8     aligned mouth crops (face.FaceFrame.crop_
 valid           (T,) bool              a face was found
 yaw, pitch      (T,) float32           head pose, degrees
 whisper         (T, 384) float32       audio features (audio.WhisperEncoder)
+whisper_stream  (T, 384) float32       streamable audio features (audio.StreamingWhisper), also in a side
+                                       file <clip>.whisper_stream.npy written by ``add_stream_features``
 logmel          (T, 320) float32       audio features (audio.logmel_features)
 energy          (T,) float32           speech-band energy, dB
 ==============  =====================  ===================================================================
@@ -73,6 +75,7 @@ def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | N
         raise FileNotFoundError(f"no video clips in '{videos}'")
     os.makedirs(out_dir, exist_ok=True)
     encoder = audio_mod.WhisperEncoder()
+    stream = audio_mod.StreamingWhisper(encoder)
     index = []
     with face.FaceTracker(static=False, max_faces=1) as tracker:
         for p in tqdm(paths, desc="clips", unit="clip"):
@@ -84,6 +87,7 @@ def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | N
             arrays = track_clip(str(p), size, tracker)
             feats = {
                 "whisper": encoder(wav),
+                "whisper_stream": stream(wav),
                 "logmel": audio_mod.logmel_features(wav),
                 "energy": audio_mod.speech_energy(wav),
             }
@@ -103,3 +107,25 @@ def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | N
     with open(os.path.join(out_dir, "index.json"), "w") as f:
         json.dump({"crop_size": size, "fps": audio_mod.FPS, "clips": index}, f, indent=1)
     return index
+
+
+def add_stream_features(out_dir: str) -> int:
+    """Add the streamable Whisper features (audio.StreamingWhisper) to a dataset prepared before they existed:
+    one ``<clip>.whisper_stream.npy`` beside each ``<clip>.npz``, from the clip's source audio (the path in
+    index.json). Returns how many clips were done (those that have the file already are skipped)."""
+    with open(os.path.join(out_dir, "index.json")) as f:
+        index = json.load(f)
+    stream = audio_mod.StreamingWhisper(audio_mod.WhisperEncoder())
+    done = 0
+    for e in tqdm(index["clips"], desc="stream features", unit="clip"):
+        path = os.path.join(out_dir, f"{e['clip']}.whisper_stream.npy")
+        if os.path.exists(path):
+            continue
+        feats = stream(media.load_audio(e["source"]))
+        n = e["frames"]
+        feats = np.concatenate([feats, np.repeat(feats[-1:], max(0, n - len(feats)), axis=0)])[:n]
+        tmp = path + ".tmp.npy"
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+        done += 1
+    return done

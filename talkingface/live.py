@@ -1,0 +1,446 @@
+"""Live: speech that arrives in chunks -> a talking face at 25 fps, each frame as soon as the audio it shows is in.
+
+    pipe = talkingface.load()
+    for frame in pipe.stream("face.jpg", chunks):          # chunks: any iterator of float32 16 kHz arrays
+        show(frame.image, frame.audio, frame.time)          # (H, W, 3) RGB, its 40 ms of audio, stream seconds
+
+The offline renderer reads the whole utterance (its landmark model is bidirectional); this path is causal from end
+to end, on the same stages:
+
+1. ``audio.StreamingWhisper``: Whisper's encoder on 2 s windows, one pass per 4 frames (160 ms), each window
+   ending 1 frame after its block. A file gets exactly the features its live stream gets.
+2. ``landmarks.LandmarkStream``: a unidirectional landmark model (``landmarks-live-v1``, trained on those
+   features) run frame by frame with its LSTM state; it sees 2 frames of features ahead.
+3. A causal speech gate (``LiveGate``): speech-band energy against the loudest frame so far and Silero VAD's
+   voice probability, both streamed; the mouth rests where nobody speaks.
+4. The mouth stage (talkingface.mouth, as in ``render``) and the head motion and blinks (talkingface.motion: an
+   idle-level plan, since the coming speech is unknown), per frame.
+
+Output frame t shows the prediction for frame t - sync_delay (the delay the landmark model's training chose),
+so the frame needs features up to t - delay + 2 and audio up to one block plus one frame past that.
+
+``LiveSession`` is the push interface (``push(samples) -> frames``, ``flush()``); ``stream`` wraps it for an
+iterator of chunks and, with ``realtime=True``, paces it by the wall clock: a producer that stalls gets
+silence inserted (the face rests and the stream stays live instead of waiting), and when rendering falls
+behind, frames are repeated instead of rendered until it catches up. ``LiveStats`` counts both.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from . import audio as audio_mod
+from . import checkpoints, face, media, mouth
+from .errors import InputError
+from .landmarks import LandmarkConfig, LandmarkModel, LandmarkStream
+
+log = logging.getLogger(__name__)
+
+LIVE_MODEL = "landmarks-live-v1"
+SPF = audio_mod.SAMPLES_PER_FRAME  # 640 samples per video frame at 25 fps
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    face_index: int | None = None
+    max_size: int = 512  # longer side of the frames (live work must fit the frame budget: 40 ms)
+    head_motion: str = "natural"  # natural | subtle | still: idle-level head motion and blinks
+    seed: int = 0
+    motion_scale: float = 1.0
+    keep_expression: float = 0.0
+    silence_gate: bool = True
+    # realtime pacing (stream(realtime=True))
+    stall_seconds: float = 0.25  # audio this late counts as a pause: silence is inserted
+    max_latency: float = 0.35  # frames later than this are repeated, not rendered, until rendering catches up
+
+
+@dataclass
+class LiveFrame:
+    index: int
+    time: float  # stream seconds at the frame's start (index / 25)
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    audio: np.ndarray  # (640,) float32: the 40 ms of audio this frame shows
+    speech: float  # the speech gate, 0 (rest) .. 1
+    mouth: np.ndarray | None = None  # (59, 3) the mouth shown, canonical cm (face.MOUTH order)
+    repeated: bool = False  # the machine fell behind: the previous image again
+    latency: float | None = None  # seconds from the arrival of this frame's audio to the frame (realtime)
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    rendered: int = 0
+    repeated: int = 0
+    silence_inserted: float = 0.0  # seconds of silence inserted for a stalled producer
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # features, landmarks, gate, mouth, motion
+    latencies: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies) * 1000
+        out = {"frames": self.frames, "rendered": self.rendered, "repeated": self.repeated,
+               "silence_inserted_s": round(self.silence_inserted, 3)}
+        if len(lat):
+            out.update(latency_ms_median=round(float(np.median(lat)), 1),
+                       latency_ms_p95=round(float(np.percentile(lat, 95)), 1))
+        if self.frames:  # the mouth and the motion per rendered frame, the rest per frame
+            out["ms_per_frame"] = {k: round(1000 * v / max(1, self.rendered if k in ("mouth", "motion")
+                                                            else self.frames), 2)
+                                   for k, v in self.stage_seconds.items()}
+        return out
+
+
+class LiveGate:
+    """The speech gate of ``Pipeline.predict_mouth`` made causal. A frame is speech when its speech-band energy is
+    above -60 dB and within 30 dB of the loudest frame so far, and Silero VAD heard a voice within 3 frames before
+    it (or the one after). The gate opens at once and closes over 4 frames after the last speech frame (the
+    offline gate also opens 2 frames early, which needs the future)."""
+
+    RELEASE = np.hanning(2 * 4 + 3)[1:-1][5:]  # the falling half of the offline gate's kernel (4 frames)
+
+    def __init__(self):
+        from scipy import signal
+
+        self._sos = signal.butter(4, [300, 3400], btype="band", fs=audio_mod.SAMPLE_RATE, output="sos")
+        self._zi = np.zeros((self._sos.shape[0], 2))
+        self._session = audio_mod._silero_session()
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._context = np.zeros((1, audio_mod.SILERO_CONTEXT), np.float32)
+        self._pending = np.zeros(0, np.float32)  # samples not yet in a whole frame
+        self._vad_pending = np.zeros(0, np.float32)  # samples not yet in a whole Silero chunk
+        self._vad_probs: list[float] = []  # one per 512-sample chunk
+        self.loud: list[bool] = []  # per frame
+        self._peak = -np.inf
+        self.gate: list[float] = []
+        self._since_speech = 10**6
+
+    def push(self, samples: np.ndarray) -> None:
+        from scipy import signal
+
+        x = np.concatenate([self._pending, samples])
+        n = len(x) // SPF
+        if n:
+            band, self._zi = signal.sosfilt(self._sos, x[: n * SPF].astype(np.float64), zi=self._zi)
+            e = 10 * np.log10(np.mean(band.reshape(n, SPF) ** 2, axis=1) + 1e-10)
+            for v in e:
+                self._peak = max(self._peak, float(v))
+                self.loud.append(bool(v > -60.0 and v > self._peak - 30.0))
+        self._pending = x[n * SPF:]
+        if self._session is not None:
+            y = np.concatenate([self._vad_pending, samples])
+            m = len(y) // audio_mod.SILERO_CHUNK
+            sr = np.array(audio_mod.SAMPLE_RATE, np.int64)
+            for i in range(m):
+                c = y[None, i * audio_mod.SILERO_CHUNK:(i + 1) * audio_mod.SILERO_CHUNK].astype(np.float32)
+                out, self._state = self._session.run(None, {"input": np.concatenate([self._context, c], 1),
+                                                            "state": self._state, "sr": sr})
+                self._context = c[:, -audio_mod.SILERO_CONTEXT:]
+                self._vad_probs.append(float(np.asarray(out).ravel()[0]))
+            self._vad_pending = y[m * audio_mod.SILERO_CHUNK:]
+
+    def _voice(self, t: int) -> bool:
+        if self._session is None:
+            return True
+        lo = max(0, (t - 3) * SPF // audio_mod.SILERO_CHUNK)
+        hi = min(len(self._vad_probs), -(-(t + 2) * SPF // audio_mod.SILERO_CHUNK))
+        return any(p > 0.5 for p in self._vad_probs[lo:hi])
+
+    def known(self) -> int:
+        """Frames whose gate value can be decided now (their audio and the next frame's are in)."""
+        return max(0, len(self.loud) - 1)
+
+    def value(self, t: int) -> float:
+        """Gate of frame t (frames in order, t < known())."""
+        while len(self.gate) <= t:
+            k = len(self.gate)
+            speech = self.loud[k] and self._voice(k)
+            self._since_speech = 0 if speech else self._since_speech + 1
+            s = self._since_speech
+            self.gate.append(1.0 if s <= 2 else float(self.RELEASE[s - 3]) if s - 3 < len(self.RELEASE) else 0.0)
+        return self.gate[t]
+
+
+def load_live_model(directory) -> tuple[LandmarkModel, int]:
+    """The live landmark model and its sync delay, from the checkpoint directory."""
+    try:
+        path = checkpoints.resolve(LIVE_MODEL, directory)
+    except checkpoints.CheckpointError as e:
+        raise InputError(f"live streaming needs the {LIVE_MODEL} checkpoint: {e}") from e
+    model, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
+    if model.config.bidirectional or model.config.feature_kind != "whisper_stream":
+        raise InputError(f"checkpoint {LIVE_MODEL} is not a live model (it needs a unidirectional model on "
+                         f"whisper_stream features)")
+    return model.eval(), int(meta.get("info", {}).get("sync_delay", 0))
+
+
+class LiveSession:
+    """One live stream of one photo. ``push(samples)`` -> the frames the new audio completes; ``flush()`` at the
+    end of the speech -> the rest. Not thread-safe; one session per stream (they share the pipeline's models)."""
+
+    def __init__(self, pipe, image, *, options: LiveOptions = LiveOptions(), stats: LiveStats | None = None):
+        from . import motion
+
+        if pipe.painter is None:
+            raise InputError("live streaming needs the mouth stage (texture 'warp' or 'mouth-v2'), not texture-v1")
+        self.options = o = options
+        self.pipe = pipe
+        model, self.delay = pipe.live_model()
+        self.model_config = model.config
+        self.features = audio_mod.StreamingWhisper(pipe.whisper_encoder(), audio_mod.StreamWindow(
+            model.config.stream_block, model.config.stream_window, model.config.stream_lookahead))
+        self.landmarks = LandmarkStream(model)
+        self.gate = LiveGate()
+        name = str(image) if not isinstance(image, np.ndarray) else "<array>"
+        img = media.load_image(image) if not isinstance(image, np.ndarray) else image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(f"image {name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")
+        face.check_image_size(img.shape[1], img.shape[0], name)
+        self.image = img = pipe._fit_size(img, o.max_size)
+        det, _ = pipe.analyze_face(img, name, o.face_index)
+        self.frame = frame = face.FaceFrame.fit(det.landmarks)
+        own = frame.to_canonical(det.landmarks[face.MOUTH])
+        self.neutral = mouth.neutral_rest(own, 1.0 - o.keep_expression)
+        self._paint = pipe._photo_painter(img, det, frame, own)
+        self.animator, self._plan = None, None
+        if o.head_motion != "still":
+            self.animator = motion.HeadAnimator(img, det.landmarks, frame, source=name)
+        self._motion = motion
+        self.stats = stats if stats is not None else LiveStats()
+        for k in ("features", "landmarks", "gate", "mouth", "motion"):
+            self.stats.stage_seconds.setdefault(k, 0.0)
+        self._audio = np.zeros(0, np.float32)  # stream audio not yet handed out with a frame
+        self._audio_start = 0  # stream sample index of self._audio[0]
+        self._n_samples = 0
+        self._preds: list[np.ndarray] = []  # offsets (59, 3) cm per frame, prediction index order
+        self._next = 0  # next output frame
+        self._last: np.ndarray | None = None
+        self._ended = False
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def feed(self, samples: np.ndarray) -> None:
+        """More audio (float32 16 kHz mono), without rendering."""
+        x = np.asarray(samples, np.float32).reshape(-1)
+        if not np.isfinite(x).all():
+            raise InputError("live audio has samples that are not finite numbers (NaN or infinity)")
+        if self._ended:
+            raise InputError("this live session has ended (flush was called)")
+        if not len(x):
+            return
+        self._audio = np.concatenate([self._audio, x])
+        self._n_samples += len(x)
+        t0 = time.perf_counter()
+        feats = self.features.push(x)
+        t1 = time.perf_counter()
+        self._add_preds(self.landmarks.push(feats))
+        t2 = time.perf_counter()
+        self.gate.push(x)
+        st = self.stats.stage_seconds
+        st["features"] += t1 - t0
+        st["landmarks"] += t2 - t1
+        st["gate"] += time.perf_counter() - t2
+
+    def end(self) -> None:
+        """No more audio: the remaining frames become ready (the audio after the end counts as silence)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._add_preds(self.landmarks.push(self.features.flush()))
+        self._add_preds(self.landmarks.flush())
+        pad = (-self._n_samples) % SPF
+        self.gate.push(np.zeros(pad + SPF, np.float32))  # completes the last frame, and one to decide it
+
+    def _add_preds(self, preds: torch.Tensor) -> None:
+        self._preds.extend(preds.numpy() * self.options.motion_scale)
+
+    # --- outputs --------------------------------------------------------------------------------------
+    def n_frames(self) -> int:
+        return audio_mod.n_video_frames(self._n_samples)
+
+    def ready(self) -> int:
+        """How many frames can be made now."""
+        if self._ended:
+            upto = self.n_frames()
+        else:  # frame t shows prediction t - delay and needs its own audio (and the next frame's, for the gate)
+            upto = min(len(self._preds) + self.delay, self.gate.known(), self._n_samples // SPF)
+        return max(0, upto - self._next)
+
+    def next_frame(self, *, render: bool = True) -> LiveFrame:
+        """The next frame (``ready()`` must be > 0); render=False repeats the previous image (catching up)."""
+        return self.make(self.take(), render=render)
+
+    def take(self) -> tuple[int, float, np.ndarray, np.ndarray]:
+        """The next frame's index, gate, mouth target and audio (the session's state moves on)."""
+        t = self._next
+        gate = self.gate.value(t) if self.options.silence_gate else 1.0
+        off = self._preds[min(max(t - self.delay, 0), len(self._preds) - 1)] if self._preds else 0.0
+        clip = self._audio[:SPF]
+        clip = np.pad(clip, (0, SPF - len(clip)))
+        self._audio = self._audio[SPF:]
+        self._audio_start += SPF
+        self._next += 1
+        return t, gate, (self.neutral + gate * off).astype(np.float32), clip
+
+    def make(self, spec: tuple, *, render: bool = True) -> LiveFrame:
+        """The frame of a ``take()``: rendered, or the previous image again (render=False, catching up). Frames
+        must be made in the order they were taken."""
+        t, gate, target, clip = spec
+        repeated = not render and self._last is not None
+        if repeated:
+            img = self._last
+            self.stats.repeated += 1
+        else:
+            img = self._render(t, target)
+            self.stats.rendered += 1
+        self._last = img
+        self.stats.frames += 1
+        return LiveFrame(t, t / audio_mod.FPS, img, clip, gate, target, repeated)
+
+    def _render(self, t: int, target: np.ndarray) -> np.ndarray:
+        st = self.stats.stage_seconds
+        t0 = time.perf_counter()
+        timings = {"texture": 0.0, "composite": 0.0}
+        out = self._paint(target[None], None, timings)[0]
+        t1 = time.perf_counter()
+        st["mouth"] += t1 - t0
+        if self.animator is not None:
+            pose, closure = self._pose(t)
+            out = self.animator.apply(out, pose, closure)
+            st["motion"] += time.perf_counter() - t1
+        return out
+
+    PLAN_FRAMES = 60 * audio_mod.FPS  # head motion is planned a minute at a time
+    BLEND = audio_mod.FPS  # frames over which one plan's pose fades into the next
+
+    def _pose(self, t: int) -> tuple[np.ndarray, float]:
+        """Head pose and eyelid closure of frame t from idle-level plans a minute long, each fading into the next
+        (the coming speech is unknown, so the head moves as in a pause; blinks keep their rate)."""
+        k, i = divmod(t, self.PLAN_FRAMES)
+        if self._plan is None or self._plan[0] != k:
+            prev = self._plan
+            n = self.PLAN_FRAMES + self.BLEND
+            plan = self._motion.plan_motion(np.zeros(n, bool), level=self.options.head_motion,
+                                            seed=self.options.seed * 1000 + k, blinks=self.animator.blinks,
+                                            head_scale=self.animator.head_scale)
+            self._plan = (k, plan, prev[1] if prev is not None and prev[0] == k - 1 else None)
+        _, plan, prev = self._plan
+        pose = plan.pose[i]
+        if prev is not None and i < self.BLEND:  # fade from the end of the previous minute's plan
+            w = 0.5 - 0.5 * np.cos(np.pi * i / self.BLEND)
+            pose = (1 - w) * prev.pose[self.PLAN_FRAMES + i] + w * pose
+        return pose, float(plan.closure[i])
+
+    def push(self, samples: np.ndarray) -> list[LiveFrame]:
+        """Feed audio and make every frame it completes."""
+        self.feed(samples)
+        return [self.next_frame() for _ in range(self.ready())]
+
+    def flush(self) -> list[LiveFrame]:
+        """End of the speech: the remaining frames."""
+        self.end()
+        return [self.next_frame() for _ in range(self.ready())]
+
+
+def _as_chunks(chunks: Iterable, sample_rate: int) -> Iterator[np.ndarray]:
+    if sample_rate != audio_mod.SAMPLE_RATE:  # resampling chunk by chunk would click at every boundary
+        raise InputError(f"live audio must be 16 kHz mono float32 (got {sample_rate} Hz): resample it at the source "
+                         f"(a browser: AudioContext({{sampleRate: 16000}}))")
+    for c in chunks:
+        yield np.asarray(c, np.float32).reshape(-1)
+
+
+def stream(pipe, image, chunks: Iterable, *, sample_rate: int = audio_mod.SAMPLE_RATE,
+           options: LiveOptions = LiveOptions(), realtime: bool = False,
+           stats: LiveStats | None = None) -> Iterator[LiveFrame]:
+    """Frames for audio ``chunks`` (any iterable of float32 mono arrays at ``sample_rate``).
+
+    realtime=False: frames as fast as they can be made, the same for any chunking (tests, files). realtime=True:
+    the chunks are read by a thread as they come (a microphone, a TTS engine, a socket) and paced by the wall clock:
+    see the module's docstring. ``stats`` (optional) is filled as the stream runs."""
+    session = LiveSession(pipe, image, options=options, stats=stats)
+    if not realtime:
+        for x in _as_chunks(chunks, sample_rate):
+            yield from session.push(x)
+        yield from session.flush()
+        return
+    yield from _realtime(session, _as_chunks(chunks, sample_rate), options)
+
+
+def _realtime(session: LiveSession, chunks: Iterator[np.ndarray], o: LiveOptions) -> Iterator[LiveFrame]:
+    """Two threads: a reader takes the chunks as they come and analyses them (features, landmarks, gate: the
+    Whisper encoder and torch release the GIL, so this runs beside the rendering on a second core); the caller's
+    thread renders and yields frames. A reader waiting on a stalled producer gets silence inserted."""
+    lock = threading.Lock()
+    wake = threading.Condition(lock)
+    st = {"t0": None, "waiting": None, "ended": False, "error": None}
+    arrivals: list[tuple[int, float]] = []  # (stream samples after a chunk, its arrival time)
+    stop = threading.Event()
+
+    def reader():
+        try:
+            it = iter(chunks)
+            while not stop.is_set():
+                with lock:
+                    st["waiting"] = time.perf_counter()
+                try:
+                    x = next(it)
+                except StopIteration:
+                    x = None
+                now = time.perf_counter()
+                with wake:
+                    st["waiting"] = None
+                    if x is None:
+                        session.end()
+                        arrivals.append((session._n_samples + 2 * SPF, now))
+                        st["ended"] = True
+                        wake.notify_all()
+                        return
+                    if st["t0"] is None:
+                        st["t0"] = now - len(x) / audio_mod.SAMPLE_RATE  # the stream's clock: its first sample
+                    session.feed(x)
+                    arrivals.append((session._n_samples, now))
+                    wake.notify_all()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
+            with wake:
+                st["error"] = e
+                wake.notify_all()
+
+    th = threading.Thread(target=reader, name="talkingface-live-audio", daemon=True)
+    th.start()
+    try:
+        while True:
+            with wake:
+                while True:
+                    if st["error"] is not None:
+                        raise st["error"]
+                    if session.ready():
+                        break
+                    if st["ended"]:
+                        return
+                    now = time.perf_counter()
+                    # a producer that keeps the reader waiting past the stall time: silence up to the clock
+                    if st["t0"] is not None and st["waiting"] is not None and now - st["waiting"] > o.stall_seconds:
+                        behind = (now - st["t0"] - o.stall_seconds) * audio_mod.SAMPLE_RATE - session._n_samples
+                        if behind >= SPF:
+                            n = int(behind // SPF) * SPF
+                            session.feed(np.zeros(n, np.float32))
+                            session.stats.silence_inserted += n / audio_mod.SAMPLE_RATE
+                            arrivals.append((session._n_samples, now))
+                            continue
+                    wake.wait(timeout=0.02)
+                need = (session._next + 1) * SPF  # the frame's own audio: when did its last sample come
+                while len(arrivals) > 1 and arrivals[0][0] < need:
+                    arrivals.pop(0)
+                came = arrivals[0][1] if arrivals else time.perf_counter()
+                late = time.perf_counter() - came > o.max_latency and session.ready() > 1
+                spec = session.take()
+            fr = session.make(spec, render=not late)  # rendering, outside the lock
+            fr.latency = time.perf_counter() - came
+            session.stats.latencies.append(fr.latency)
+            yield fr
+    finally:
+        stop.set()
