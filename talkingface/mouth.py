@@ -123,11 +123,23 @@ def fill_interior(source: InteriorSource, qx: np.ndarray, qy: np.ndarray, tgt_po
 def cover_stale(warped: np.ndarray, tri: np.ndarray, src_points: np.ndarray, offset=(0.0, 0.0)) -> np.ndarray:
     """Pixels of the source's own lip opening that no moved triangle covers would keep the source's teeth or
     cavity (a mouth closing from an open smile showed stripes of squashed teeth): fill them from the lips
-    around them (inpainting). ``warped``: uint8 box from ``warp.warp_region``, ``tri`` its covering map."""
-    stale = (polygon_mask(inner_polygon(src_points), tri.shape, offset) > 0.2) & (tri < 0)
+    around them (inpainting). ``warped``: uint8 box from ``warp.warp_region`` (filled in place and returned),
+    ``tri`` its covering map."""
+    h, w = tri.shape
+    poly = inner_polygon(src_points) - offset
+    # only around the source's opening (its polygon's box; margin 8 px: inpainting reads 3 px around the hole)
+    m = 8
+    x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - m, 0)
+    x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + 1 + m, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return warped
+    stale = (polygon_mask(poly, (y1 - y0, x1 - x0), (x0, y0)) > 0.2) & (tri[y0:y1, x0:x1] < 0)
     if not stale.any():
         return warped
-    return cv2.inpaint(warped, stale.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    out = warped  # in place: the caller's fresh box
+    out[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(warped[y0:y1, x0:x1]), stale.astype(np.uint8), 3,
+                                    cv2.INPAINT_TELEA)
+    return out
 
 
 SEAM_CM = 0.07  # width of the dark line where closed lips meet
@@ -411,7 +423,10 @@ class MouthPainter:
         tgt = dst[: face.N_MESH]
         a_net = crop_affine(ff, self.size)
         px_per_cm = self.size / (2 * CROP_HALF) / float(np.sqrt(abs(np.linalg.det(a_net[:, :2]))))
-        hole, band = hole_and_band(tgt, (y1 - y0, x1 - x0), BAND_CM * px_per_cm, offset=(x0, y0))
+        if self.refine is not None:
+            hole, band = hole_and_band(tgt, (y1 - y0, x1 - x0), BAND_CM * px_per_cm, offset=(x0, y0))
+        else:  # the band is only the refine network's
+            hole, band = polygon_mask(inner_polygon(tgt) - (x0, y0), (y1 - y0, x1 - x0)), None
         out = closed_seam(out, tgt, px_per_cm, (x0, y0), interior.cavity if interior is not None else DEFAULT_CAVITY)
         if interior is not None and hole.max() > 0:
             ys, xs = np.nonzero(hole > 0)
@@ -423,7 +438,7 @@ class MouthPainter:
             fill = fill_interior(interior, qx, qy, face.apply_affine(tgt, a_int))
             h = hole[hy0:hy1, hx0:hx1, None]
             out[hy0:hy1, hx0:hx1] = out[hy0:hy1, hx0:hx1] * (1 - h) + fill * h
-        job = {"box": box, "image": out, "band": band}
+        job = {"box": box, "image": out, "hole": hole, "band": band}  # band: None without the refine network
         if self.refine is not None:
             shifted = a_net.astype(np.float64).copy()
             shifted[:, 2] += a_net[:, :2] @ np.array([x0, y0], np.float64)
@@ -461,5 +476,8 @@ class MouthPainter:
         img = job["image"]
         if weight < 1.0:
             img = frame[y0:y1, x0:x1].astype(np.float32) * (1 - weight) + img * weight
-        out[y0:y1, x0:x1] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        img = img + 0.5
+        np.maximum(img, 0, out=img)
+        np.minimum(img, 255, out=img)
+        out[y0:y1, x0:x1] = img  # truncates, as astype(np.uint8)
         return out

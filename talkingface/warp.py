@@ -326,8 +326,8 @@ def warp_region(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: 
     map_x, map_y, tri = piecewise_affine_maps(src, dst, triangles, box)
     out = cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     x0, y0, x1, y1 = box
-    keep = tri < 0
-    out[keep] = image[y0:y1, x0:x1][keep]  # uncovered pixels: exactly the input
+    keep = (tri < 0)[..., None] if out.ndim == 3 else tri < 0
+    np.copyto(out, image[y0:y1, x0:x1], where=keep)  # uncovered pixels: exactly the input
     return out, tri
 
 
