@@ -76,6 +76,7 @@ class Limits:
     keep_results_s: int = 3600  # results and uploads are deleted this long after they were made
     max_total_mb: float = 2048.0  # uploads + results on disk; new uploads are refused while they fill it
     max_uploads_per_visitor: int = 60  # uploads per client address within keep_results_s
+    live_max_seconds: float = 300.0  # one live session (the Live tab, /live/ws); one session at a time
 
 
 @dataclass
@@ -139,6 +140,7 @@ class Renderer:
 
     def __init__(self, pipe: Pipeline, limits: Limits = Limits(), root: Path | None = None):
         self.pipe = pipe
+        self.live = None  # the server's liveweb.LiveEndpoint: renders are refused while a live session runs
         self.limits = limits
         self.root = root or temp_root()
         self.work = self.root / "work"  # per-request folders, deleted when the request ends
@@ -189,6 +191,9 @@ class Renderer:
 
     # --- shared steps -----------------------------------------------------------------------------
     def _run(self, mode: str, face_src: str, audio, text, voice, rate, report: Report, call) -> Output:
+        if self.live is not None and self.live.busy:
+            raise InputError("a live session is running on this server (the Live tab); it shares the models: "
+                             "render when it has ended")
         t0 = time.perf_counter()
         _sweep(self.results, self.limits.keep_results_s)
         out_dir = self.results / uuid.uuid4().hex
@@ -366,6 +371,11 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
     renderer = Renderer(pipe, limits)
     import gradio as gr  # after temp_root(): Gradio reads GRADIO_TEMP_DIR
 
+    from . import liveweb
+
+    live = renderer.live = liveweb.LiveEndpoint(pipe, limits, work=renderer.work)
+    live.warm()
+
     voices = renderer.voices()
 
     def run(fn: Callable[..., Output], progress: gr.Progress, **kwargs):
@@ -454,6 +464,11 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                         # video's own pixels and has nothing to adapt
                         adapt = gr.Checkbox(label="Adapt to this person's mouth (slower, better likeness)",
                                             value=False, elem_id="adapt", visible=pipe.painter is None)
+                    with gr.Tab("Live", id="live", elem_id="tab-live"):
+                        gr.Markdown("Live: the photo of the *Photo* tab (or the example) talks as you speak into "
+                                    "the microphone or as typed text is spoken, frame by frame at 25 fps. One live "
+                                    f"session at a time, up to {limits.live_max_seconds:g} s.")
+                        gr.HTML(liveweb.player_html(limits), elem_id="live-player")
                 speech_from = gr.Radio([SPEECH_AUDIO, SPEECH_TEXT], value=SPEECH_AUDIO, label="Speech",
                                        elem_id="speech-from")
                 with gr.Group(visible=True) as audio_box:
@@ -525,6 +540,7 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                       api_name="dub", concurrency_id="render", concurrency_limit=1, preprocess=False)
     app.queue(default_concurrency_limit=1, max_size=limits.queue_size)
     app.talkingface_limits = limits  # read by launch()
+    app.talkingface_live = live  # launch() routes /live/ws to it
     return app
 
 
@@ -538,11 +554,16 @@ def launch(app, *, host: str = "127.0.0.1", port: int = 7860, share: bool = Fals
         guard = Middleware(UploadGuard, folder=os.environ.get("GRADIO_TEMP_DIR", temp_root() / "gradio"),
                            max_total_bytes=int(limits.max_total_mb * 2**20),
                            max_uploads=limits.max_uploads_per_visitor, window_s=limits.keep_results_s)
+        from . import liveweb
+
+        middleware = [guard]
+        if getattr(app, "talkingface_live", None) is not None:  # the Live tab's WebSocket and script
+            middleware.insert(0, Middleware(liveweb.LiveRoutes, endpoint=app.talkingface_live))
         _, url, share_url = app.launch(
             server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
-            app_kwargs={"middleware": [guard]},
+            app_kwargs={"middleware": middleware}, head=f'<script src="{liveweb.SCRIPT_PATH}"></script>',
             max_file_size=int(limits.max_upload_mb * 1024 * 1024), allowed_paths=examples, ssr_mode=False,
-            show_error=True, inbrowser=False, css=CSS, footer_links=[])
+            show_error=True, inbrowser=False, css=CSS + liveweb.LIVE_CSS, footer_links=[])
     except OSError as e:
         why = "the port is in use (another server?)" if "empty port" in str(e) else str(e)
         raise TalkingFaceError(f"cannot listen on {host}:{port}: {why}; choose another with --port") from e
