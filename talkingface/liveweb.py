@@ -37,6 +37,7 @@ joined and the photo's temporary copy deleted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -146,7 +147,7 @@ class _TextSpeaker:
                     self.out.put(np.clip(speech, -1, 1))
             except TalkingFaceError as e:
                 self.on_error(str(e))
-            except Exception as e:  # noqa: BLE001 - a bug: said on the socket, logged
+            except Exception as e:
                 log.exception("live text to speech failed")
                 self.on_error(f"text to speech failed ({type(e).__name__}: {e})")
 
@@ -342,10 +343,8 @@ class LiveEndpoint:
                     await asyncio.wait_for(send_task, timeout=5)
                 except Exception:  # noqa: BLE001 - the client went away; nothing more to send
                     send_task.cancel()
-            try:
+            with contextlib.suppress(Exception):  # already closed by the client
                 await ws.close()
-            except Exception:  # noqa: BLE001 - already closed by the client
-                pass
 
     # ------------------------------------------------------------------------------------------ the worker
     def _work(self, photo: str, chunks, opts: dict, stop: threading.Event, post, pending: list) -> None:
@@ -385,7 +384,7 @@ class LiveEndpoint:
             self.last_stats = self._stats(stats, sent, dropped)
         except TalkingFaceError as e:
             post({"type": "error", "message": str(e)})
-        except Exception as e:  # noqa: BLE001 - a bug: said on the socket, logged, the server keeps serving
+        except Exception as e:
             log.exception("live session failed")
             post({"type": "error", "message": f"something went wrong inside talkingface ({type(e).__name__}: {e})"})
         finally:
