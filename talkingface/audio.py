@@ -216,7 +216,9 @@ class StreamingWhisper:
         if keep_from > self._offset:
             cut = min(keep_from - self._offset, len(self._audio))
             self._audio, self._offset = self._audio[cut:], self._offset + cut
-        return self._encode(segs) if segs else np.zeros((0, 384), np.float32)
+        if not segs:
+            return np.zeros((0, 384), np.float32)
+        return np.concatenate([self._encode(segs[i:i + 8]) for i in range(0, len(segs), 8)])  # a backlog, batched
 
 
 def pairs_to_frames(x: np.ndarray, n_out: int) -> np.ndarray:

@@ -27,6 +27,7 @@ behind, frames are repeated instead of rendered until it catches up. ``LiveStats
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -220,10 +221,12 @@ class LiveSession:
         self._next = 0  # next output frame
         self._last: np.ndarray | None = None
         self._ended = False
+        self._lock = threading.RLock()  # the state feed() and take() share (stream(realtime=True): two threads)
 
     # --- inputs ---------------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> None:
-        """More audio (float32 16 kHz mono), without rendering."""
+        """More audio (float32 16 kHz mono), without rendering. The analysis (features, landmarks) runs outside the
+        session's lock, so another thread can take and render frames meanwhile (stream(realtime=True))."""
         x = np.asarray(samples, np.float32).reshape(-1)
         if not np.isfinite(x).all():
             raise InputError("live audio has samples that are not finite numbers (NaN or infinity)")
@@ -231,14 +234,16 @@ class LiveSession:
             raise InputError("this live session has ended (flush was called)")
         if not len(x):
             return
-        self._audio = np.concatenate([self._audio, x])
-        self._n_samples += len(x)
         t0 = time.perf_counter()
         feats = self.features.push(x)
         t1 = time.perf_counter()
-        self._add_preds(self.landmarks.push(feats))
+        preds = self.landmarks.push(feats)
         t2 = time.perf_counter()
-        self.gate.push(x)
+        with self._lock:
+            self._audio = np.concatenate([self._audio, x])
+            self._n_samples += len(x)
+            self._add_preds(preds)
+            self.gate.push(x)
         st = self.stats.stage_seconds
         st["features"] += t1 - t0
         st["landmarks"] += t2 - t1
@@ -248,11 +253,12 @@ class LiveSession:
         """No more audio: the remaining frames become ready (the audio after the end counts as silence)."""
         if self._ended:
             return
-        self._ended = True
-        self._add_preds(self.landmarks.push(self.features.flush()))
-        self._add_preds(self.landmarks.flush())
-        pad = (-self._n_samples) % SPF
-        self.gate.push(np.zeros(pad + SPF, np.float32))  # completes the last frame, and one to decide it
+        preds = torch.cat([self.landmarks.push(self.features.flush()), self.landmarks.flush()])
+        with self._lock:
+            self._add_preds(preds)
+            pad = (-self._n_samples) % SPF
+            self.gate.push(np.zeros(pad + SPF, np.float32))  # completes the last frame, and one to decide it
+            self._ended = True
 
     def _add_preds(self, preds: torch.Tensor) -> None:
         self._preds.extend(preds.numpy() * self.options.motion_scale)
@@ -263,6 +269,10 @@ class LiveSession:
 
     def ready(self) -> int:
         """How many frames can be made now."""
+        with self._lock:
+            return self._ready()
+
+    def _ready(self) -> int:
         if self._ended:
             upto = self.n_frames()
         else:  # frame t shows prediction t - delay and needs its own audio (and the next frame's, for the gate)
@@ -275,6 +285,10 @@ class LiveSession:
 
     def take(self) -> tuple[int, float, np.ndarray, np.ndarray]:
         """The next frame's index, gate, mouth target and audio (the session's state moves on)."""
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> tuple[int, float, np.ndarray, np.ndarray]:
         t = self._next
         gate = self.gate.value(t) if self.options.silence_gate else 1.0
         off = self._preds[min(max(t - self.delay, 0), len(self._preds) - 1)] if self._preds else 0.0
@@ -345,6 +359,57 @@ class LiveSession:
         return [self.next_frame() for _ in range(self.ready())]
 
 
+def speech_chunks(text: str, *, voice=None, rate: float = 1.0, chunk_ms: float = 40.0,
+                  realtime: bool = False) -> Iterator[np.ndarray]:
+    """Typed text as live audio: talkingface.tts speaks it sentence by sentence (the next sentence is synthesized
+    while the current one plays), resampled to 16 kHz and cut into ``chunk_ms`` chunks, so the face starts
+    talking after the first sentence instead of after the whole text. realtime=True hands the chunks out at the
+    pace they play (a live speaker; ``stream(realtime=True)`` then shows each as it comes). The text is checked
+    before the first chunk (errors come at once)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    from . import tts
+
+    sentences = tts.synthesize(text, voice=voice, rate=rate)  # checks the text, the voice and the rate now
+    step = max(1, int(round(chunk_ms * audio_mod.SAMPLE_RATE / 1000)))
+    q: queue.Queue = queue.Queue(maxsize=2)  # one sentence ahead
+
+    def synth():
+        try:
+            for wav, sr, _phones in sentences:
+                if sr != audio_mod.SAMPLE_RATE:
+                    g = gcd(sr, audio_mod.SAMPLE_RATE)
+                    wav = resample_poly(wav, audio_mod.SAMPLE_RATE // g, sr // g).astype(np.float32)
+                q.put(wav)
+            q.put(None)
+        except BaseException as e:  # noqa: BLE001 - raised in the consumer
+            q.put(e)
+
+    def gen():
+        threading.Thread(target=synth, name="talkingface-live-tts", daemon=True).start()
+        t_start, sent = None, 0
+        while True:
+            wav = q.get()
+            if wav is None:
+                return
+            if isinstance(wav, BaseException):
+                raise wav
+            for i in range(0, len(wav), step):
+                x = wav[i:i + step]
+                if realtime:
+                    now = time.perf_counter()
+                    t_start = now if t_start is None else t_start
+                    wait = t_start + (sent + len(x)) / audio_mod.SAMPLE_RATE - now
+                    if wait > 0:
+                        time.sleep(wait)
+                sent += len(x)
+                yield x
+
+    return gen()
+
+
 def _as_chunks(chunks: Iterable, sample_rate: int) -> Iterator[np.ndarray]:
     if sample_rate != audio_mod.SAMPLE_RATE:  # resampling chunk by chunk would click at every boundary
         raise InputError(f"live audio must be 16 kHz mono float32 (got {sample_rate} Hz): resample it at the source "
@@ -371,74 +436,106 @@ def stream(pipe, image, chunks: Iterable, *, sample_rate: int = audio_mod.SAMPLE
 
 
 def _realtime(session: LiveSession, chunks: Iterator[np.ndarray], o: LiveOptions) -> Iterator[LiveFrame]:
-    """Two threads: a reader takes the chunks as they come and analyses them (features, landmarks, gate: the
-    Whisper encoder and torch release the GIL, so this runs beside the rendering on a second core); the caller's
-    thread renders and yields frames. A reader waiting on a stalled producer gets silence inserted."""
-    lock = threading.Lock()
-    wake = threading.Condition(lock)
-    st = {"t0": None, "waiting": None, "ended": False, "error": None}
-    arrivals: list[tuple[int, float]] = []  # (stream samples after a chunk, its arrival time)
+    """Three threads: a pump takes the chunks from the producer as they come; an analyser feeds everything that
+    has arrived to the session at once (features, landmarks, gate; a backlog is encoded in one batch, and the
+    Whisper encoder and torch release the GIL, so this runs beside the rendering on the second core) and inserts
+    silence for a stalled producer; the caller's thread renders and yields frames, repeating the previous image
+    for frames already later than ``max_latency``."""
+    q: queue.Queue = queue.Queue()
     stop = threading.Event()
+    cond = threading.Condition()
+    st = {"waiting": None, "ended": False, "error": None}
+    arrivals: list[tuple[int, float]] = []  # (stream samples after a feed, arrival time of its last chunk)
 
-    def reader():
+    def pump():
         try:
             it = iter(chunks)
             while not stop.is_set():
-                with lock:
-                    st["waiting"] = time.perf_counter()
+                st["waiting"] = time.perf_counter()
                 try:
                     x = next(it)
                 except StopIteration:
-                    x = None
-                now = time.perf_counter()
-                with wake:
-                    st["waiting"] = None
-                    if x is None:
-                        session.end()
-                        arrivals.append((session._n_samples + 2 * SPF, now))
-                        st["ended"] = True
-                        wake.notify_all()
-                        return
-                    if st["t0"] is None:
-                        st["t0"] = now - len(x) / audio_mod.SAMPLE_RATE  # the stream's clock: its first sample
-                    session.feed(x)
-                    arrivals.append((session._n_samples, now))
-                    wake.notify_all()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
-            with wake:
-                st["error"] = e
-                wake.notify_all()
+                    q.put((time.perf_counter(), None))
+                    return
+                st["waiting"] = None
+                q.put((time.perf_counter(), x))
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            q.put((time.perf_counter(), e))
 
-    th = threading.Thread(target=reader, name="talkingface-live-audio", daemon=True)
-    th.start()
+    def analyse():
+        t0 = None
+        try:
+            while not stop.is_set():
+                try:
+                    items = [q.get(timeout=0.02)]
+                except queue.Empty:
+                    items = []
+                while True:
+                    try:
+                        items.append(q.get_nowait())
+                    except queue.Empty:
+                        break
+                parts, last, done = [], None, False
+                for arrived, x in items:
+                    if isinstance(x, BaseException):
+                        raise x
+                    if x is None:
+                        done = True
+                        break
+                    if t0 is None:
+                        t0 = arrived - len(x) / audio_mod.SAMPLE_RATE  # the stream's clock: its first sample
+                    parts.append(x)
+                    last = arrived
+                if parts:
+                    session.feed(np.concatenate(parts))
+                    with cond:
+                        arrivals.append((session._n_samples, last))
+                        cond.notify_all()
+                if done:
+                    session.end()
+                    with cond:
+                        st["ended"] = True
+                        arrivals.append((session._n_samples + 2 * SPF, time.perf_counter()))
+                        cond.notify_all()
+                    return
+                # a producer that keeps the pump waiting past the stall time: silence up to the clock
+                waiting, now = st["waiting"], time.perf_counter()
+                if t0 is not None and waiting is not None and now - waiting > o.stall_seconds and q.empty():
+                    behind = (now - t0 - o.stall_seconds) * audio_mod.SAMPLE_RATE - session._n_samples
+                    if behind >= SPF:
+                        n = int(behind // SPF) * SPF
+                        session.feed(np.zeros(n, np.float32))
+                        session.stats.silence_inserted += n / audio_mod.SAMPLE_RATE
+                        with cond:
+                            arrivals.append((session._n_samples, now))
+                            cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            with cond:
+                st["error"] = e
+                cond.notify_all()
+
+    threads = [threading.Thread(target=pump, name="talkingface-live-pump", daemon=True),
+               threading.Thread(target=analyse, name="talkingface-live-analyse", daemon=True)]
+    for th in threads:
+        th.start()
     try:
         while True:
-            with wake:
+            with cond:
                 while True:
                     if st["error"] is not None:
                         raise st["error"]
-                    if session.ready():
+                    n_ready = session.ready()
+                    if n_ready:
                         break
                     if st["ended"]:
                         return
-                    now = time.perf_counter()
-                    # a producer that keeps the reader waiting past the stall time: silence up to the clock
-                    if st["t0"] is not None and st["waiting"] is not None and now - st["waiting"] > o.stall_seconds:
-                        behind = (now - st["t0"] - o.stall_seconds) * audio_mod.SAMPLE_RATE - session._n_samples
-                        if behind >= SPF:
-                            n = int(behind // SPF) * SPF
-                            session.feed(np.zeros(n, np.float32))
-                            session.stats.silence_inserted += n / audio_mod.SAMPLE_RATE
-                            arrivals.append((session._n_samples, now))
-                            continue
-                    wake.wait(timeout=0.02)
+                    cond.wait(timeout=0.05)
                 need = (session._next + 1) * SPF  # the frame's own audio: when did its last sample come
                 while len(arrivals) > 1 and arrivals[0][0] < need:
                     arrivals.pop(0)
                 came = arrivals[0][1] if arrivals else time.perf_counter()
-                late = time.perf_counter() - came > o.max_latency and session.ready() > 1
-                spec = session.take()
-            fr = session.make(spec, render=not late)  # rendering, outside the lock
+            late = time.perf_counter() - came > o.max_latency and n_ready > 1
+            fr = session.make(session.take(), render=not late)  # rendering, outside the locks
             fr.latency = time.perf_counter() - came
             session.stats.latencies.append(fr.latency)
             yield fr

@@ -64,3 +64,151 @@ def test_landmark_stream_equals_the_offline_model():
         torch.testing.assert_close(torch.cat(parts), offline, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="bidirectional"):
         LandmarkStream(LandmarkModel(LandmarkConfig(bidirectional=True)))
+
+
+# --- the live pipeline (the shipped landmarks-live-v1) -------------------------------------------------------
+
+def _opening(mouths) -> np.ndarray:
+    from talkingface import metrics
+
+    return metrics.opening(np.asarray(mouths), metrics.canonical_iod())
+
+
+@pytest.fixture(scope="module")
+def grid_stream(pipeline, astronaut, grid_wav):
+    """The GRID sentence streamed in 40 ms chunks (not paced), and the offline render of the same audio."""
+    from talkingface.live import LiveStats
+
+    stats = LiveStats()
+    frames = list(pipeline.stream(astronaut, [grid_wav[i:i + 640] for i in range(0, len(grid_wav), 640)],
+                                  stats=stats))
+    return frames, stats
+
+
+def test_stream_frames_follow_the_audio(grid_stream, grid_wav, astronaut):
+    """One frame per 40 ms of audio, in order, each with its own audio; 512 px; the mouth moves in speech."""
+    frames, stats = grid_stream
+    assert len(frames) == audio.n_video_frames(len(grid_wav)) and stats.frames == len(frames)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert np.allclose([f.time for f in frames], np.arange(len(frames)) / 25)
+    played = np.concatenate([f.audio for f in frames])  # (a last partial frame, under 20 ms, is not shown)
+    np.testing.assert_array_equal(played, grid_wav[: len(played)])
+    assert len(grid_wav) - len(played) < 320
+    assert max(frames[0].image.shape[:2]) == 512 and frames[0].image.dtype == np.uint8
+    op = _opening([f.mouth for f in frames])
+    speech = audio.voice_activity(audio.speech_energy(grid_wav))[: len(frames)]
+    gate = np.array([f.speech for f in frames])
+    assert op[speech].std() > 0.02 and op[gate == 0].std() < 1e-4  # it talks, and rests where the gate is shut
+    assert gate[speech].mean() > 0.9 and (gate[~speech] == 0).mean() > 0.5
+    assert not any(f.repeated for f in frames)  # not paced: every frame rendered
+
+
+def test_stream_matches_the_offline_render(grid_stream, pipeline, astronaut, grid_wav):
+    """The live mouth follows the offline render's (bidirectional model, whole utterance) closely."""
+    frames, _ = grid_stream
+    from talkingface.pipeline import RenderOptions
+
+    res = pipeline.render(astronaut, grid_wav, options=RenderOptions(head_motion="still", max_size=512))
+    assert abs(res.n_frames - len(frames)) <= 1
+    n = min(res.n_frames, len(frames))
+    r = np.corrcoef(_opening([f.mouth for f in frames])[:n], _opening(res.mouth_canonical)[:n])[0, 1]
+    assert r > 0.8, r
+
+
+def test_stream_is_the_same_for_any_chunking(grid_stream, pipeline, astronaut, grid_wav):
+    frames, _ = grid_stream
+    other = list(pipeline.stream(astronaut, _chunks(grid_wav, 3, 50, 3000)))
+    assert len(other) == len(frames)
+    np.testing.assert_allclose(np.stack([f.mouth for f in other]), np.stack([f.mouth for f in frames]), atol=1e-4)
+    assert max(np.abs(a.image.astype(int) - b.image.astype(int)).max() for a, b in zip(frames, other)) <= 2
+
+
+def test_idle_silence_rests_and_blinks(pipeline, astronaut, grid_wav):
+    """Silence in (a pause, or nothing said yet): the mouth rests at the neutral mouth, frames keep coming, the
+    head moves a little and the eyes blink over 8 s; then speech opens the mouth."""
+    from talkingface.live import LiveSession
+
+    s = LiveSession(pipeline, astronaut)
+    quiet = [f for i in range(0, 8 * 16000, 3200) for f in s.push(np.zeros(3200, np.float32))]
+    assert len(quiet) >= 8 * 25 - 8  # all but the last few frames are out before the stream ends
+    assert all(f.speech == 0 for f in quiet)
+    np.testing.assert_allclose(np.stack([f.mouth for f in quiet]), np.broadcast_to(s.neutral, (len(quiet), 59, 3)),
+                               atol=1e-5)
+    assert np.abs(quiet[0].image.astype(int) - quiet[100].image.astype(int)).max() > 10  # the head moved
+    talk = s.push(grid_wav) + s.flush()
+    assert _opening([f.mouth for f in talk]).max() > _opening([s.neutral]).max() + 0.05
+
+
+def test_realtime_stall_inserts_silence_and_stays_live(pipeline, astronaut, grid_wav):
+    """A producer that stops for 1.5 s: frames keep coming during the pause (silence is inserted, the face rests),
+    and the speech after it still plays, after the inserted silence."""
+    import time
+
+    from talkingface.live import LiveOptions, LiveStats
+
+    def producer():
+        for part in (grid_wav[:16000], grid_wav[16000:32000]):
+            for i in range(0, len(part), 640):
+                time.sleep(0.04)
+                yield part[i:i + 640]
+            time.sleep(1.5)
+
+    stats, got = LiveStats(), []
+    for f in pipeline.stream(astronaut, producer(), realtime=True, stats=stats,
+                             options=LiveOptions(head_motion="still")):
+        got.append((time.perf_counter(), f))
+    assert stats.silence_inserted > 0.5
+    assert len(got) == stats.frames >= 50 + int(stats.silence_inserted * 25)
+    # frames were handed out during the pause, not all at its end
+    t = np.array([g[0] for g in got])
+    assert np.diff(t).max() < 1.0
+    assert all(f.latency is not None for _, f in got)
+
+
+def test_realtime_slow_renderer_repeats_frames_and_latency_stays_bounded(pipeline, astronaut, grid_wav,
+                                                                        monkeypatch):
+    """Rendering that takes 70 ms a frame (slower than 25 fps): frames are repeated instead of rendered so the
+    stream does not build up delay."""
+    import time
+
+    from talkingface.live import LiveOptions, LiveSession, LiveStats
+
+    real = LiveSession._render
+
+    def slow(self, t, target):
+        time.sleep(0.07)
+        return real(self, t, target)
+
+    monkeypatch.setattr(LiveSession, "_render", slow)
+    wav = np.tile(grid_wav, 2)
+
+    def producer():
+        for i in range(0, len(wav), 640):
+            time.sleep(0.04)
+            yield wav[i:i + 640]
+
+    stats = LiveStats()
+    frames = list(pipeline.stream(astronaut, producer(), realtime=True, stats=stats,
+                                  options=LiveOptions(head_motion="still")))
+    assert stats.repeated > 0.2 * len(frames)
+    lat = np.array(stats.latencies)
+    tenth = len(lat) // 10
+    assert np.median(lat[-tenth:]) < np.median(lat[:tenth]) + 0.4  # no growing delay
+
+
+def test_live_bad_input(pipeline, astronaut, tmp_path):
+    from talkingface.live import LiveSession, load_live_model
+
+    s = LiveSession(pipeline, astronaut)
+    with pytest.raises(InputError, match="not finite"):
+        s.push(np.array([0.0, np.nan], np.float32))
+    s.flush()
+    with pytest.raises(InputError, match="ended"):
+        s.push(np.zeros(640, np.float32))
+    with pytest.raises(InputError, match="16 kHz"):
+        next(iter(pipeline.stream(astronaut, [np.zeros(480, np.float32)], sample_rate=48000)))
+    with pytest.raises(InputError, match="live"):
+        load_live_model(tmp_path)  # no checkpoint there
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    with pytest.raises(InputError):
+        LiveSession(pipeline, blank)
