@@ -27,6 +27,8 @@ import pytest
 pytest.importorskip("gradio")
 pytest.importorskip("websockets")
 
+from websockets.exceptions import ConnectionClosed
+
 from talkingface.errors import InputError
 from talkingface.liveweb import LiveEndpoint, _pcm, frame_message, parse_frame
 from talkingface.web import Limits, Renderer, build_app, launch
@@ -296,7 +298,10 @@ def test_one_session_at_a_time_and_bad_input(live_server, pipeline, astronaut_pa
             c.send_json(type="start", head_motion="still", **start)
             c.ws.send(payload)
             if start.get("photo") != "upload":
-                c.send_speech(grid_wav[:3200])
+                # the server may already have answered the bad message and closed the socket: a send into a
+                # closed socket is the race this test must tolerate, not a failure
+                with contextlib.suppress(ConnectionClosed):
+                    c.send_speech(grid_wav[:3200])
             assert words in c.wait_for("error")["message"]
             assert c.closed.wait(15)
         finally:
