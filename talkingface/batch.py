@@ -38,6 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import checks
 from .dub import DubOptions
 from .errors import InputError, TalkingFaceError
 
@@ -393,8 +394,9 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     """
     if executor not in ("local", "ray"):
         raise InputError(f"executor must be 'local' or 'ray', not {executor!r}")
-    if workers is not None and workers < 1:
-        raise InputError(f"workers must be at least 1, not {workers}")
+    workers = checks.number("workers", workers)
+    cpus_per_worker = checks.number("cpus_per_worker", cpus_per_worker)
+    gpus_per_worker = checks.number("gpus_per_worker", gpus_per_worker)
     if executor == "ray" and pipeline is not None:
         raise InputError("pipeline= runs in this process; it cannot be used with executor='ray'")
     out = Path(out_dir)
@@ -448,8 +450,8 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
                                                          "frames_turned", "faces")})
                     rec["status"] = "skipped"
                     rec["note"] = "already done (same inputs, options and models)"
-            if not dst.parent.is_dir():
-                raise InputError(f"output folder '{dst.parent}' does not exist")
+            if rec["status"] == "pending":  # the folder exists and takes the file; an extension the encoder writes
+                checks.output_file(dst, inputs=[("video", job.video), ("audio", job.audio)])
         except (TalkingFaceError, TypeError) as e:
             rec.update(status="failed", error=str(e))
         records.append(rec)

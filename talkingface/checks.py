@@ -40,6 +40,20 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "smooth": (0.0, 10.0, False),
     "max_seconds": (0.1, 24 * 3600.0, False),
     "max_audio_seconds": (0.1, 24 * 3600.0, False),
+    # batch
+    "workers": (1, 1024, True),
+    "cpus_per_worker": (0.01, 1024.0, False),  # Ray accepts fractions of a CPU
+    "gpus_per_worker": (0.0, 64.0, False),  # 0.5: two workers share one GPU
+    # the web page (talkingface demo, web.Limits)
+    "port": (1, 65535, True),
+    "max_upload_mb": (0.01, 1e6, False),
+    "max_total_mb": (1.0, 1e9, False),
+    "max_uploads_per_visitor": (1, 10**6, True),
+    # eval and benchmark
+    "max_clips": (1, 10**6, True),
+    "bench_seconds": (1.0, 3600.0, False),
+    "repeat": (1, 100, True),
+    "chunk_ms": (10.0, 2000.0, False),
 }
 
 

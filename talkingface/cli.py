@@ -145,16 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("jobs", help="job list (.csv, .tsv or .json)")
     bt.add_argument("--out-dir", required=True, help="folder for the outputs and the summary (created if needed)")
-    bt.add_argument("--workers", type=int, default=None,
+    bt.add_argument("--workers", type=arg("workers"), default=None,
                     help="parallel worker processes (default 1); with --ray: Ray workers (default: as many as the "
                          "cluster holds)")
     bt.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
                     help="run the jobs on Ray: 'local' starts a Ray instance on this machine, 'auto' joins the "
                          "cluster this machine is part of, or a cluster address (host:6379, ray://host:10001); "
                          "needs pip install 'talkingface[cluster]' (docs/DUBBING.md)")
-    bt.add_argument("--cpus-per-worker", type=float, default=1, metavar="N",
+    bt.add_argument("--cpus-per-worker", type=arg("cpus_per_worker"), default=1, metavar="N",
                     help="with --ray: CPUs each Ray worker declares and uses as torch threads (default 1)")
-    bt.add_argument("--gpus-per-worker", type=float, default=None, metavar="N",
+    bt.add_argument("--gpus-per-worker", type=arg("gpus_per_worker"), default=None, metavar="N",
                     help="with --ray and --device cuda: GPUs each Ray worker declares (default 1; 0.5 shares one)")
     bt.add_argument("--allow-outside-out-dir", action="store_true",
                     help="let a job's output (absolute or with '..') be written outside --out-dir; refused otherwise")
@@ -211,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="data/prepared", help="prepared dataset (default data/prepared)")
     e.add_argument("--out", default="eval", help="folder for the table, JSON and plots (default eval/)")
     e.add_argument("--no-video", action="store_true", help="landmark level only (fast)")
-    e.add_argument("--max-clips", type=int, default=None, help="only the first N validation clips")
+    e.add_argument("--max-clips", type=arg("max_clips"), default=None, help="only the first N validation clips")
     e.add_argument("--dub", action="store_true",
                    help="evaluate dubbing instead: self-dub, cross-dub sync, untouched-region PSNR, --adapt")
-    e.add_argument("--adapt-steps", type=int, default=150, help="fine-tuning steps for the --adapt rows")
+    e.add_argument("--adapt-steps", type=arg("adapt_steps"), default=150, help="fine-tuning steps for the --adapt rows")
     e.add_argument("--methods", metavar="A,B", default=None,
                    help="with --dub: only these of model, model+adapt, static, energy (default: all)")
     e.add_argument("--no-cross", action="store_true", help="with --dub: self-dubs only (no cross-dub sync rows)")
@@ -226,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="seconds per stage and frames per second of a 10 s render",
                        description="Renders the bundled example photo with 10 s of speech and prints the "
                                    "seconds spent in each stage and the end-to-end frames per second.")
-    b.add_argument("--seconds", type=float, default=10.0, help="audio length (default 10)")
-    b.add_argument("--repeat", type=int, default=2, help="renders to time; the first is a warm-up (default 2)")
+    b.add_argument("--seconds", type=arg("bench_seconds"), default=10.0, help="audio length, 1-3600 (default 10)")
+    b.add_argument("--repeat", type=arg("repeat"), default=2, help="renders to time; the first is a warm-up (default 2)")
     b.add_argument("--dub", action="store_true", help="benchmark dubbing a video instead of a photo render")
     b.add_argument("--live", action="store_true",
                    help="benchmark the live path: the example streamed in real time; latency, sustained fps, "
                         "lip sync against the offline render (use --seconds 600 for the 10-minute run)")
-    b.add_argument("--chunk-ms", type=float, default=40.0, help="with --live: audio chunk length (default 40)")
+    b.add_argument("--chunk-ms", type=arg("chunk_ms"), default=40.0, help="with --live: audio chunk length (default 40)")
     b.add_argument("--head-motion", default="natural", choices=["natural", "subtle", "still"],
                    help="photo render: head motion and blinks (default natural, as render)")
     b.add_argument("--size", type=int, default=512, choices=[512, 720],
@@ -248,15 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     d.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: the network)")
-    d.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    d.add_argument("--port", type=arg("port"), default=7860, help="port (default 7860)")
     d.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    d.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload per file in MB (default 50)")
-    d.add_argument("--max-total-mb", type=float, default=2048.0,
+    d.add_argument("--max-upload-mb", type=arg("max_upload_mb"), default=50.0, help="largest upload per file in MB (default 50)")
+    d.add_argument("--max-total-mb", type=arg("max_total_mb"), default=2048.0,
                    help="disk for all recent uploads and results in MB; new uploads are refused while it is full "
                         "(default 2048)")
-    d.add_argument("--max-uploads", type=int, default=60,
+    d.add_argument("--max-uploads", type=arg("max_uploads_per_visitor"), default=60,
                    help="uploads per visitor (client address) per hour (default 60)")
-    d.add_argument("--max-seconds", type=float, default=120.0,
+    d.add_argument("--max-seconds", type=arg("max_seconds"), default=120.0,
                    help="longest speech or video to render, in seconds (default 120)")
     _add_common(d)
     return ap
@@ -372,11 +372,6 @@ def _check_render(args: argparse.Namespace) -> None:
         outputs.append(("--landmarks-json", args.landmarks_json))
     if args.save_audio:
         checks.output_file(args.save_audio, inputs=inputs + outputs, suffixes=(".wav",), what="--save-audio")
-    if args.image is not None:
-        from . import face
-
-        img = media.load_image(args.image)
-        face.check_image_size(img.shape[1], img.shape[0], args.image)
     if args.video is not None:
         from . import face
 
@@ -384,6 +379,19 @@ def _check_render(args: argparse.Namespace) -> None:
         if not info.has_video or info.display_size is None:
             raise TalkingFaceError(f"'{args.video}' has no video stream to dub")
         face.check_image_size(*info.display_size, args.video)
+    _check_photo_and_speech(args)
+
+
+def _check_photo_and_speech(args: argparse.Namespace) -> None:
+    """The photo (decodes, big enough for a face) and the speech (audible voice, or a known voice and speakable
+    text), checked before any model is loaded (render and lipsync)."""
+    from . import media
+
+    if args.image is not None:
+        from . import face
+
+        img = media.load_image(args.image)
+        face.check_image_size(img.shape[1], img.shape[0], args.image)
     if args.audio is not None:
         from . import audio
 
@@ -499,22 +507,28 @@ def _voices(args: argparse.Namespace) -> int:
 
 
 def _lipsync(args: argparse.Namespace) -> int:
-    from . import align, audio, lipsync, media
-    from .pipeline import load
+    from . import checks, lipsync
 
-    from . import checks
-
+    # everything that can be checked cheaply, before torch is imported and the models are loaded
     fmt = lipsync.format_of(args.output, args.format)
     inputs = [("image", args.image), ("audio", args.audio), ("text", args.text_file),
               ("transcript", args.transcript_file)]
     for kind, path in inputs:
         if path is not None and not os.path.exists(path):
             raise TalkingFaceError(f"{kind} file '{path}' does not exist")
+    outputs = [("output", args.output)]
     checks.output_file(args.output, inputs=inputs, suffixes=None)
+    visemes = lipsync.visemes_path(args.output, fmt)
+    if visemes is not None:
+        checks.output_file(visemes, inputs=inputs, suffixes=None, what="the viseme file")
+        outputs.append(("viseme", visemes))
     if args.save_audio:
-        checks.output_file(args.save_audio, inputs=inputs + [("output", args.output)], suffixes=(".wav",),
-                           what="--save-audio")
+        checks.output_file(args.save_audio, inputs=inputs + outputs, suffixes=(".wav",), what="--save-audio")
+    _check_photo_and_speech(args)
     speech, phonemes = _speech(args)
+    from . import align, audio, media
+    from .pipeline import load
+
     wav = media.load_audio(speech)
     timing = "none"
     if phonemes:

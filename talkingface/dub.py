@@ -547,14 +547,14 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     mouth_fn(wav, neutral) -> (T, 59, 3) canonical mouth track at 25 fps replaces the landmark model (the
     evaluation's baselines use it).
     """
-    from .pipeline import check_output_folder, load_speech
+    from .pipeline import check_output, load_speech
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     say = stage or (lambda name: None)
     vpath = str(video)
     # inputs
-    check_output_folder(output)
+    check_output(output, [("video", video), ("audio", audio)])
     info, fps, max_side = _check_video(vpath, options)
     wav, energy = load_speech(audio, max_seconds=options.max_seconds)
     face.check_image_size(*info.display_size, vpath)

@@ -153,6 +153,12 @@ def format_of(path: str | os.PathLike, fmt: str | None = None) -> str:
     return fmt
 
 
+def visemes_path(path: str | os.PathLike, fmt: str) -> Path | None:
+    """The second file a CSV/TSV export writes (the viseme segments), None for JSON."""
+    out = Path(path)
+    return None if fmt == "json" else out.with_name(f"{out.stem}.visemes{out.suffix or '.' + fmt}")
+
+
 def write(doc: dict, path: str | os.PathLike, fmt: str | None = None) -> list[str]:
     """Write the document as JSON, or as CSV/TSV (frames in ``path``, visemes in ``<stem>.visemes.<ext>``).
     Files are written to a temp name and renamed. Returns the paths written."""
@@ -182,7 +188,7 @@ def write(doc: dict, path: str | os.PathLike, fmt: str | None = None) -> list[st
         for s in doc["visemes"]:
             w.writerow([s["start"], s["end"], s["viseme"], " ".join(s["phonemes"])])
 
-    vis_path = out.with_name(f"{out.stem}.visemes{out.suffix or '.' + fmt}")
+    vis_path = visemes_path(out, fmt)
     _atomic_write(out, frames)
     _atomic_write(vis_path, visemes)
     return [str(out), str(vis_path)]

@@ -88,12 +88,11 @@ def feature_config(cfg: LandmarkConfig) -> audio_mod.AudioFeatureConfig:
         cfg.stream_block, cfg.stream_window, cfg.stream_lookahead))
 
 
-def check_output_folder(output) -> None:
-    """The folder an output file goes to must exist (checked before any work)."""
+def check_output(output, inputs=()) -> None:
+    """An output path is refused before any work (checks.output_file): a missing or read-only folder, an extension
+    the encoder does not write, or one of the ``inputs`` ((kind, path or array)), which it would overwrite."""
     if output is not None:
-        out_dir = Path(output).resolve().parent
-        if not out_dir.is_dir():
-            raise InputError(f"output folder '{out_dir}' does not exist (for '{output}')")
+        checks.output_file(output, inputs=inputs)
 
 
 def load_speech(audio, *, max_seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +223,7 @@ class Pipeline:
         t_start = time.perf_counter()
         # 1. inputs
         img_name = str(image) if not isinstance(image, np.ndarray) else "<array>"
-        check_output_folder(output)
+        check_output(output, [("image", image), ("audio", audio)])
         img = media.load_image(image) if not isinstance(image, np.ndarray) else image
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise InputError(f"image {img_name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")

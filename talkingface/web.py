@@ -78,6 +78,9 @@ class Limits:
     max_uploads_per_visitor: int = 60  # uploads per client address within keep_results_s
     live_max_seconds: float = 300.0  # one live session (the Live tab, /live/ws); one session at a time
 
+    def __post_init__(self):  # the command line's numbers (talkingface demo --max-...) in their ranges
+        checks.fields(self, ("max_upload_mb", "max_seconds", "max_total_mb", "max_uploads_per_visitor"))
+
 
 @dataclass
 class Output:

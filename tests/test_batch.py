@@ -55,6 +55,16 @@ def test_duplicate_outputs_compare_resolved_paths_and_inputs_are_never_outputs(g
     assert own.read_bytes() == Path(grid_video_path).read_bytes()
 
 
+def test_an_output_the_encoder_cannot_write_fails_before_any_model_loads(grid_video_path, tmp_path, monkeypatch):
+    """A job writing 'out.png' was dubbed in full and then failed in ffmpeg's words ("Error writing trailer")."""
+    loads = []
+    monkeypatch.setattr("talkingface.pipeline.load", lambda *a, **k: loads.append(a) or pytest.fail("loaded"))
+    out = tmp_path / "out"
+    [rec] = dub_batch([DubJob(grid_video_path, WAV, "out.png")], out, progress=False)
+    assert rec["status"] == "failed" and "has the extension .png" in rec["error"] and not loads
+    assert sorted(p.name for p in out.iterdir()) == [batch.STATE_DIR, batch.SUMMARY]
+
+
 def test_sweep_removes_only_dead_temporaries_of_the_same_batch(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

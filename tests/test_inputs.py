@@ -66,6 +66,29 @@ def test_bad_numbers_are_usage_errors(tmp_path, option, astronaut_path, grid_wav
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [
+    ["batch", "jobs.csv", "--out-dir", "b", "--workers", "0"],
+    ["batch", "jobs.csv", "--out-dir", "b", "--ray", "local", "--cpus-per-worker", "nan"],  # was a traceback
+    ["batch", "jobs.csv", "--out-dir", "b", "--ray", "local", "--gpus-per-worker", "-1"],
+    ["benchmark", "--seconds", "nan"],  # was a traceback
+    ["benchmark", "--seconds", "-1"],  # was "audio array is empty"
+    ["benchmark", "--repeat", "0"],  # was accepted
+    ["benchmark", "--live", "--chunk-ms", "0"],
+    ["eval", "--max-clips", "-1"],  # was accepted (and cut the clip list from the end)
+    ["eval", "--adapt-steps", "0"],
+    ["demo", "--port", "99999"],  # was a traceback after the models had loaded
+    ["demo", "--max-upload-mb", "nan"],  # was a traceback
+    ["demo", "--max-seconds", "-1"],  # was accepted: the server started and refused nothing
+    ["demo", "--max-uploads", "0"],
+    ["demo", "--max-total-mb", "inf"],
+])
+def test_every_subcommands_numbers_are_usage_errors(tmp_path, args):
+    (tmp_path / "jobs.csv").write_text("video,audio\nv.mp4,a.wav\n")
+    r = _cli(*args, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and f"argument {args[-2]}: must be between" in r.stderr, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["jobs.csv"]  # no output folder, no summary
+
+
 def test_options_are_checked_in_the_api_too():
     from talkingface import DubOptions, RenderOptions
 
@@ -78,6 +101,23 @@ def test_options_are_checked_in_the_api_too():
         with pytest.raises(InputError):
             DubOptions(**bad)
     assert RenderOptions(max_size=64, motion_scale=0.0, crf=0).crf == 0
+    from talkingface.web import Limits
+
+    for bad in ({"max_upload_mb": float("nan")}, {"max_seconds": -1}, {"max_total_mb": 0},
+                {"max_uploads_per_visitor": 0}):
+        with pytest.raises(InputError):
+            Limits(**bad)
+
+
+def test_batch_numbers_are_checked_before_any_file_is_made(tmp_path):
+    from talkingface import dub_batch
+
+    out = tmp_path / "out"
+    for bad in ({"workers": 0}, {"workers": 1.5}, {"cpus_per_worker": float("nan"), "executor": "ray"},
+                {"gpus_per_worker": -1, "executor": "ray"}):
+        with pytest.raises(InputError, match="must be"):
+            dub_batch([{"video": "v.mp4", "audio": "a.wav"}], out, **bad)
+    assert not out.exists()
 
 
 def test_speech_checks_name_the_problem():
@@ -124,6 +164,54 @@ def test_mistakes_are_refused_at_once_and_nothing_is_lost(workdir, args, expecte
     assert r.returncode == 1 and expected in _error_line(r), r.stderr
     assert took < 8, took  # no model was loaded (that alone takes 5-15 s here)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before  # inputs intact, nothing new
+
+
+def test_the_api_refuses_an_output_it_cannot_write_or_that_is_an_input(pipeline, workdir):
+    """The command line refused these, the API did not: render(output='o.png') failed in ffmpeg's words after the
+    whole render, and an output naming an input replaced it."""
+    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    with pytest.raises(InputError, match="has the extension .png"):
+        pipeline.render(workdir / "astronaut.jpg", workdir / "grid_lwbsza.wav", output=workdir / "o.png")
+    with pytest.raises(InputError, match="is the audio file"):
+        pipeline.render(workdir / "astronaut.jpg", workdir / "speech.mp4", output=workdir / "speech.mp4")
+    with pytest.raises(InputError, match="is the video file"):
+        pipeline.dub(workdir / "grid_lwbsza.mp4", workdir / "grid_lwbsza.wav",
+                     output=workdir / "x" / ".." / "grid_lwbsza.mp4")
+    with pytest.raises(InputError, match="does not exist"):
+        pipeline.dub(workdir / "grid_lwbsza.mp4", workdir / "grid_lwbsza.wav", output=workdir / "no" / "o.mp4")
+    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["grid_lwbsza.wav", "-o", "no/m.json"], "does not exist"),
+    (["grid_lwbsza.wav", "-o", "grid_lwbsza.wav"], "unknown export format"),
+    (["grid_lwbsza.wav", "-o", "grid_lwbsza.json", "--save-audio", "grid_lwbsza.wav"], "is the audio file"),
+    (["a.visemes.csv", "-o", "a.csv"], "is the audio file"),  # the CSV export's second file
+    (["--text", " ", "-o", "m.json"], "the text is empty"),
+    (["--text", "Hello.", "--voice", "xx-nonexistent", "-o", "m.json"], "unknown voice"),
+    (["grid_lwbsza.wav", "--image", "tiny.png", "-o", "m.json"], "too small to hold a face"),
+    (["silence.wav", "-o", "m.json"], "is silent"),
+])
+def test_lipsync_mistakes_are_refused_before_the_models_load(workdir, args, expected):
+    """`talkingface lipsync` imported torch and the pipeline (6-10 s here) before it looked at its output path, and
+    found a silent recording, a tiny photo or a bad voice only after that. Now checked first, as render does:
+    the refusal comes without torch ever being imported."""
+    import wave
+
+    from PIL import Image
+
+    Image.new("RGB", (20, 20)).save(workdir / "tiny.png")
+    with wave.open(str(workdir / "silence.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(16000, np.int16).tobytes())
+    (workdir / "a.visemes.csv").write_bytes((workdir / "grid_lwbsza.wav").read_bytes())
+    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    code = ("import sys; from talkingface.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch' in sys.modules, rc)")
+    r = subprocess.run([sys.executable, "-c", code, "lipsync", *args], capture_output=True, text=True, cwd=workdir,
+                       env=GLOG, timeout=120)
+    assert r.stdout.split() == ["False", "1"] and expected in _error_line(r), (r.stdout, r.stderr)
+    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
