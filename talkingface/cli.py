@@ -375,9 +375,7 @@ def _check_render(args: argparse.Namespace) -> None:
     if args.video is not None:
         from . import face
 
-        info = media.probe(args.video)
-        if not info.has_video or info.display_size is None:
-            raise TalkingFaceError(f"'{args.video}' has no video stream to dub")
+        info = media.probe_video(args.video)
         face.check_image_size(*info.display_size, args.video)
     _check_photo_and_speech(args)
 

@@ -464,9 +464,7 @@ class _Timeline:
 
 def _check_video(vpath: str, options: DubOptions) -> tuple[media.MediaInfo, float, int | None]:
     """Probe the input video: (info, output fps, decoder max side)."""
-    info = media.probe(vpath)
-    if not info.has_video or info.display_size is None:
-        raise InputError(f"'{vpath}' has no video stream to dub")
+    info = media.probe_video(vpath)
     if info.duration is not None and info.duration > options.max_seconds:
         raise InputError(f"video '{vpath}' is {info.duration:.0f} s long; the limit is {options.max_seconds:.0f} s")
     fps = float(options.fps or info.video_rate or 25.0)

@@ -258,6 +258,31 @@ def probe(path: PathLike) -> MediaInfo:
     return _probe(path, "media")
 
 
+def probe_video(path: PathLike) -> MediaInfo:
+    """:func:`probe` of a video to dub, refused when it has no video stream or is a photo (which ffmpeg reads as a
+    one-frame video): said before any model is loaded. (The header's duration cannot tell a one-frame clip: raw
+    streams report guesses; the tracker counts the frames that decode.)"""
+    info = probe(path)
+    if not info.has_video or info.display_size is None:
+        raise InputError(f"'{path}' has no video stream to dub")
+    if is_still_image(path):
+        raise InputError(f"'{path}' is a photo, not a video: a photo is made to talk with --image "
+                         "(Pipeline.render); dubbing needs a video")
+    return info
+
+
+def is_still_image(path: PathLike) -> bool:
+    """True when ``path`` is an image file of one frame (jpg, png, one-frame webp/gif, ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(os.fspath(path)) as im:
+                # Pillow's MPEG plugin reads an MPEG video's first header as a picture: that one is a video
+                return im.format != "MPEG" and int(getattr(im, "n_frames", 1)) == 1
+    except Exception:  # noqa: BLE001 - not an image Pillow reads (a video, audio, anything else)
+        return False
+
+
 def _probe(path: PathLike, kind: str) -> MediaInfo:
     """:func:`probe` with ``kind`` ('audio', 'video', ...) used in error messages."""
     p = _check_input_file(path, kind)

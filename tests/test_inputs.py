@@ -155,6 +155,8 @@ def workdir(tmp_path, astronaut_path, grid_wav_path, grid_video_path):
     (["--image", "astronaut.jpg", "--text", "Hello there.", "--voice", "xx-nonexistent", "-o", "o.mp4"],
      "unknown voice"),
     (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--fps", "30"], "--fps applies"),
+    # a photo given as the video to dub: refused after loading the models and tracking (13 s here) as "1 frame(s)"
+    (["--video", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4"], "is a photo, not a video"),
 ])
 def test_mistakes_are_refused_at_once_and_nothing_is_lost(workdir, args, expected):
     before = {p.name: p.read_bytes() for p in workdir.iterdir()}
@@ -212,6 +214,20 @@ def test_lipsync_mistakes_are_refused_before_the_models_load(workdir, args, expe
                        env=GLOG, timeout=120)
     assert r.stdout.split() == ["False", "1"] and expected in _error_line(r), (r.stdout, r.stderr)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+
+
+def test_a_photo_is_told_from_a_video(tmp_path, astronaut_path, grid_video_path):
+    """Pillow opens photos (and, through its MPEG plugin, an MPEG-1 stream's first header): only a one-frame
+    picture is a photo; ffmpeg's header duration of a raw stream (0.01 s for 1 s here) is not trusted."""
+    m1v = tmp_path / "v.m1v"
+    subprocess.run([media.ffmpeg_exe(), "-y", "-i", grid_video_path, "-t", "0.4", "-c:v", "mpeg1video", "-f",
+                    "mpeg1video", str(m1v)], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    assert media.is_still_image(astronaut_path) and not media.is_still_image(grid_video_path)
+    assert not media.is_still_image(m1v) and media.probe_video(m1v).display_size == (360, 288)
+    with pytest.raises(InputError, match="is a photo, not a video"):
+        media.probe_video(astronaut_path)
+    with pytest.raises(InputError, match="no video stream"):
+        media.probe_video(ROOT / "demo" / "grid_lwbsza.wav")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
