@@ -360,6 +360,12 @@ def _check_render(args: argparse.Namespace) -> None:
         raise TalkingFaceError("--fps applies to dubbing (--video); a photo render is always 25 fps")
     if args.image is not None and (args.adapt or args.face_point):
         raise TalkingFaceError("--adapt and --face-point apply to dubbing (--video); with --image use --face N")
+    if args.image is not None:
+        _refuse_unused(args, ("length", "max_angle", "adapt_steps"), "to dubbing (--video)")
+    else:
+        _refuse_unused(args, ("keep_expression", "head_motion", "seed"),
+                       "to photo renders (--image); a dub keeps the video's own head motion and expression")
+    _check_speech_options(args)
     inputs = [("image", args.image), ("video", args.video), ("audio", args.audio),
               ("text", getattr(args, "text_file", None)), ("transcript", args.transcript_file)]
     for kind, path in inputs:
@@ -378,6 +384,32 @@ def _check_render(args: argparse.Namespace) -> None:
         info = media.probe_video(args.video)
         face.check_image_size(*info.display_size, args.video)
     _check_photo_and_speech(args)
+
+
+def _refuse_unused(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
+    """An option given (set away from its default) in a mode that would silently ignore it is a mistake."""
+    defaults = _defaults(args.command)
+    given = [name for name in names if getattr(args, name, None) != defaults[name]]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise TalkingFaceError(f"{flags} {'applies' if len(given) == 1 else 'apply'} {why}")
+
+
+def _check_speech_options(args: argparse.Namespace) -> None:
+    """The text-to-speech options need text, the transcript a recording (render and lipsync)."""
+    if args.audio is not None:
+        _refuse_unused(args, ("voice", "rate", "save_audio"),
+                       "to text (--text, --text-file); a recording is used as it is")
+    else:
+        _refuse_unused(args, ("transcript", "transcript_file"),
+                       "to a recording; with --text the speech synthesis gives the phoneme timing")
+
+
+def _defaults(command: str) -> dict:
+    """The options' defaults of ``render`` or ``lipsync`` (the parser's own), to tell a given option from one left
+    alone."""
+    minimal = {"render": ["render", "--image", "_", "--audio", "_", "-o", "_"], "lipsync": ["lipsync", "_", "-o", "_"]}
+    return vars(build_parser().parse_args(minimal[command]))
 
 
 def _check_photo_and_speech(args: argparse.Namespace) -> None:
@@ -515,6 +547,7 @@ def _lipsync(args: argparse.Namespace) -> int:
         if path is not None and not os.path.exists(path):
             raise TalkingFaceError(f"{kind} file '{path}' does not exist")
     outputs = [("output", args.output)]
+    _check_speech_options(args)
     checks.output_file(args.output, inputs=inputs, suffixes=None)
     visemes = lipsync.visemes_path(args.output, fmt)
     if visemes is not None:

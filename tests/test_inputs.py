@@ -157,6 +157,17 @@ def workdir(tmp_path, astronaut_path, grid_wav_path, grid_video_path):
     (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--fps", "30"], "--fps applies"),
     # a photo given as the video to dub: refused after loading the models and tracking (13 s here) as "1 frame(s)"
     (["--video", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4"], "is a photo, not a video"),
+    # options the chosen mode would silently ignore (as --fps with --image was)
+    (["--video", "grid_lwbsza.mp4", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--seed", "3"],
+     "--seed applies to photo renders"),
+    (["--video", "grid_lwbsza.mp4", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--keep-expression", "0.5",
+      "--head-motion", "still"], "--keep-expression, --head-motion apply to photo renders"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--length", "loop"],
+     "--length applies to dubbing"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--voice", "es", "--rate", "1.2"],
+     "--voice, --rate apply to text"),
+    (["--image", "astronaut.jpg", "--text", "Hello.", "-o", "o.mp4", "--transcript", "hello"],
+     "--transcript applies to a recording"),
 ])
 def test_mistakes_are_refused_at_once_and_nothing_is_lost(workdir, args, expected):
     before = {p.name: p.read_bytes() for p in workdir.iterdir()}
@@ -187,7 +198,8 @@ def test_the_api_refuses_an_output_it_cannot_write_or_that_is_an_input(pipeline,
 @pytest.mark.parametrize("args,expected", [
     (["grid_lwbsza.wav", "-o", "no/m.json"], "does not exist"),
     (["grid_lwbsza.wav", "-o", "grid_lwbsza.wav"], "unknown export format"),
-    (["grid_lwbsza.wav", "-o", "grid_lwbsza.json", "--save-audio", "grid_lwbsza.wav"], "is the audio file"),
+    (["grid_lwbsza.wav", "-o", "m.json", "--save-audio", "s.wav"], "--save-audio applies to text"),
+    (["--text", "Hello.", "-o", "m.json", "--transcript", "hello"], "--transcript applies to a recording"),
     (["a.visemes.csv", "-o", "a.csv"], "is the audio file"),  # the CSV export's second file
     (["--text", " ", "-o", "m.json"], "the text is empty"),
     (["--text", "Hello.", "--voice", "xx-nonexistent", "-o", "m.json"], "unknown voice"),
