@@ -67,8 +67,13 @@ class DubOptions:
             raise InputError(f"length policy '{self.length}' is not one of {', '.join(LENGTH_POLICIES)}")
         checks.fields(self, ("face_index", "fps", "max_size", "max_angle", "adapt_steps", "motion_scale", "smooth",
                              "batch_size", "crf", "max_seconds"))
-        if self.face_point is not None and not all(math.isfinite(float(v)) for v in self.face_point):
-            raise InputError(f"face_point must be two finite pixel coordinates, got {self.face_point}")
+        if self.face_point is not None:
+            try:
+                point = [float(v) for v in self.face_point]
+            except (TypeError, ValueError):
+                point = []
+            if len(point) != 2 or not all(math.isfinite(v) for v in point):
+                raise InputError(f"face_point must be two finite pixel coordinates, got {self.face_point!r}")
 
 
 @dataclass

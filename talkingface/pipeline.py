@@ -65,6 +65,7 @@ class RenderOptions:
             raise InputError(f"head motion must be one of {', '.join(motion.LEVELS)}, got {self.head_motion!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise InputError(f"seed must be a whole number, got {self.seed!r}")
+        checks.number("seed", self.seed)  # 0 .. 2**31-1: numpy's generator refuses a negative seed mid-render
 
 
 @dataclass

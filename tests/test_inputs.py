@@ -93,10 +93,12 @@ def test_options_are_checked_in_the_api_too():
     from talkingface import DubOptions, RenderOptions
 
     for bad in ({"motion_scale": float("nan")}, {"motion_scale": 1e309}, {"crf": 99}, {"max_size": 1},
-                {"face_index": -1}, {"face_index": checks.MAX_FACES}, {"batch_size": 0}):
+                {"face_index": -1}, {"face_index": checks.MAX_FACES}, {"batch_size": 0}, {"seed": -5},
+                {"seed": 2**40}, {"seed": 1.5}):
         with pytest.raises(InputError):
             RenderOptions(**bad)
     for bad in ({"fps": float("nan")}, {"max_angle": -1}, {"adapt_steps": 0}, {"face_point": (float("nan"), 3)},
+                {"face_point": (3,)}, {"face_point": "1,2"}, {"face_point": (1, 2, 3)}, {"face_point": 5},
                 {"max_size": 10}, {"motion_scale": float("inf")}):
         with pytest.raises(InputError):
             DubOptions(**bad)
