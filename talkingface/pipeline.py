@@ -101,6 +101,12 @@ def load_speech(audio, *, max_seconds: float) -> tuple[np.ndarray, np.ndarray]:
     (wav (n,) float32, speech_energy per frame), refused when empty, too short, not finite or silent
     (audio.check_speech)."""
     if isinstance(audio, np.ndarray):
+        if audio.dtype.kind != "f":  # int16 samples would play 32768 times too loud, bools and objects are not audio
+            raise InputError(f"audio array must hold float samples in -1..1 (mono, 16 kHz), got {audio.dtype}; "
+                             "for int16 samples pass a / 32768")
+        if audio.ndim > 1 and sum(n > 1 for n in audio.shape) > 1:  # flattened, stereo would play twice as long
+            raise InputError(f"audio array must be mono (n,) at 16 kHz, got shape {audio.shape}; for (n, 2) stereo "
+                             "pass a.mean(axis=1)")
         wav = audio.astype(np.float32).reshape(-1)
         if wav.size == 0:
             raise InputError("audio array is empty")

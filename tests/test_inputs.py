@@ -277,6 +277,18 @@ def test_tiny_images_and_short_audio_named(tmp_path, astronaut_path, grid_wav_pa
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_audio_arrays_must_be_float_mono(pipeline, astronaut_path, grid_wav):
+    """A (n, 2) stereo array was flattened into one channel twice as long (a video of double length, its mouth
+    off the speech), and int16 samples were taken as floats 32768 times too loud; both are refused, named."""
+    wav = grid_wav[:16000]
+    with pytest.raises(InputError, match=r"must be mono \(n,\) at 16 kHz, got shape \(16000, 2\)"):
+        pipeline.render(astronaut_path, np.stack([wav, wav], axis=1))
+    with pytest.raises(InputError, match="must hold float samples"):
+        pipeline.render(astronaut_path, (wav * 32767).astype(np.int16))
+    res = pipeline.render(astronaut_path, wav[None, :, None].astype(np.float64))  # (1, n, 1) is mono
+    assert res.n_frames == 25
+
+
 def test_landmarks_json_failing_removes_the_video_too(tmp_path):
     from talkingface.cli import _write_landmarks_json
 
