@@ -65,10 +65,13 @@ def _coerce(name: str, value):
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
     default = _FIELDS[name].default
+    given = value
     try:
         if name == "face_point":
             if isinstance(value, str):
                 value = [float(v) for v in value.replace(";", ",").split(",")]
+            if len(value) != 2:
+                raise ValueError(value)
             return (float(value[0]), float(value[1]))
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -82,7 +85,7 @@ def _coerce(name: str, value):
             return float(value)
         return str(value)
     except (TypeError, ValueError, IndexError) as e:
-        raise InputError(f"job option {name}={value!r} is not valid") from e
+        raise InputError(f"job option {name}={given!r} is not valid") from e
 
 
 def make_job(entry: dict, base: str | os.PathLike = ".") -> DubJob:
@@ -400,7 +403,10 @@ def dub_batch(jobs: Iterable[DubJob | dict] | str | os.PathLike, out_dir: str | 
     if executor == "ray" and pipeline is not None:
         raise InputError("pipeline= runs in this process; it cannot be used with executor='ray'")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, a read-only or missing place: one line, not a traceback
+        raise InputError(f"cannot make the output folder '{out_dir}': {e.strerror or e}") from None
     out = Path(os.path.realpath(out))
     bid = batch_id(out)
     state = out / STATE_DIR

@@ -65,6 +65,24 @@ def test_an_output_the_encoder_cannot_write_fails_before_any_model_loads(grid_vi
     assert sorted(p.name for p in out.iterdir()) == [batch.STATE_DIR, batch.SUMMARY]
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(grid_video_path, tmp_path):
+    """--out-dir naming a file, or a place that cannot hold a folder, ended in a FileExistsError/FileNotFoundError
+    traceback."""
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        with pytest.raises(InputError, match="cannot make the output folder"):
+            dub_batch([DubJob(grid_video_path, WAV)], out, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_a_face_point_of_three_numbers_is_refused():
+    """'1,2,3' was taken as (1, 2) without a word."""
+    with pytest.raises(InputError, match="face_point='1,2,3' is not valid"):
+        batch.make_job({"video": "v.mp4", "audio": "a.wav", "face_point": "1,2,3"})
+    assert batch.make_job({"video": "v.mp4", "audio": "a.wav", "face_point": "1;2"}).options == {
+        "face_point": (1.0, 2.0)}
+
+
 def test_sweep_removes_only_dead_temporaries_of_the_same_batch(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
