@@ -74,20 +74,24 @@ class Speech:
 def read_text_file(path: str | os.PathLike) -> str:
     """A UTF-8 (or UTF-16/32 with a byte-order mark) text file -> str. Other encodings: InputError."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"text file '{path}' is a folder, not a file")
     if not p.is_file():
         raise InputError(f"text file '{path}' does not exist")
     data = p.read_bytes()
     if len(data) > 8 * MAX_TEXT_CHARS:
         raise InputError(f"text file '{path}' is too long ({len(data)} bytes; at most {MAX_TEXT_CHARS} characters)")
-    for bom, enc in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
-                     (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+    enc = "utf-8"
+    for bom, name in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                      (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if data.startswith(bom):
-            return data.decode(enc)
+            enc = name
+            break
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"text file '{path}' is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                         f"save it as UTF-8") from e
+        return data.decode(enc)
+    except UnicodeDecodeError as e:  # also a byte-order mark followed by bytes that are not that encoding
+        raise InputError(f"text file '{path}' is not {enc.upper().replace('-SIG', '')} (byte 0x{data[e.start]:02x} "
+                         f"at offset {e.start}: {e.reason}); save it as UTF-8") from e
 
 
 def check_text(text: str) -> str:

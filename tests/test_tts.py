@@ -104,6 +104,12 @@ def test_bad_voice_rate_and_files(tmp_path):
     assert tts.read_text_file(utf16) == "Café à la crème."
     with pytest.raises(InputError, match="does not exist"):
         tts.read_text_file(tmp_path / "missing.txt")
+    torn = tmp_path / "torn.txt"  # a UTF-16 byte-order mark, then an odd byte: was a UnicodeDecodeError traceback
+    torn.write_bytes(b"\xff\xfeA")
+    with pytest.raises(InputError, match="is not UTF-16 .*truncated data"):
+        tts.read_text_file(torn)
+    with pytest.raises(InputError, match="is a folder"):  # said "does not exist"
+        tts.read_text_file(tmp_path)
     assert not (tmp_path / "x.wav").exists()
 
 
