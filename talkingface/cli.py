@@ -77,6 +77,7 @@ def _bar(args: argparse.Namespace, desc: str, unit: str = "frame"):
     bar = tqdm(total=None, unit=unit, desc=desc, disable=not sys.stderr.isatty() and not args.verbose)
 
     def progress(done: int, total: int) -> None:
+        check_interrupted()  # a Ctrl-C that a library swallowed stops the work here
         bar.total = total or None
         bar.update(done - bar.n)
 
@@ -439,6 +440,7 @@ def _dub(args: argparse.Namespace, pipe, speech, phonemes) -> int:
     bar, progress = _bar(args, "track")
 
     def stage(name: str) -> None:
+        check_interrupted()
         bar.set_description(name)
         bar.reset(total=None)
 
@@ -491,7 +493,9 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     _check_render(args)  # a mistake is reported in a second, not after loading the models
+    check_interrupted()
     speech, phonemes = _speech(args)
+    check_interrupted()
     from .pipeline import RenderOptions, load
 
     options = None
@@ -505,6 +509,7 @@ def _render(args: argparse.Namespace) -> int:
     else:
         _dub_options(args)  # checked before loading
     pipe = load(args.checkpoints, device=args.device, **({"texture": args.texture} if args.texture else {}))
+    check_interrupted()
     if args.video is not None:
         return _dub(args, pipe, speech, phonemes)
     bar, progress = _bar(args, "render")
@@ -586,20 +591,71 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that it unwinds like Ctrl-C: workers stopped, temporaries removed."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not interrupt the clean-up
-    raise Terminated
+# The signal (SIGINT or SIGTERM) this command received, if any. Python raises KeyboardInterrupt wherever the main
+# thread happens to be, and two places there do not let it through: inside an import, a C extension turns it into
+# an ImportError ("numpy._core.multiarray failed to import", a 20-line traceback), and a weakref callback of the
+# import lock swallows it ("Exception ignored in: ... KeyboardInterrupt", and the render went on to write its
+# output). Both were seen with Ctrl-C in the first second. So the handler also records the signal: main() reports
+# any failure after it as the interruption it is, and check_interrupted() (called between stages and from the
+# progress callbacks) raises it again when a library swallowed it.
+_received: int | None = None
+
+
+def _on_signal(signum, frame) -> None:
+    global _received
+    if _received is None:
+        _received = signum
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not interrupt the clean-up
+        raise Terminated
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raise the interruption again if a signal arrived and something swallowed its exception."""
+    if _received is not None:
+        raise Terminated if _received == signal.SIGTERM else KeyboardInterrupt
+
+
+def _quiet_unraisable(hook):
+    """sys.unraisablehook that leaves out the KeyboardInterrupt a callback swallowed (check_interrupted re-raises
+    it); everything else goes to ``hook``."""
+    def unraisable(u) -> None:
+        if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
+            return
+        hook(u)
+
+    return unraisable
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _received
+    _received = None
+    saved = {}
+    unraisable = sys.unraisablehook
     try:
         if threading_main():
-            signal.signal(signal.SIGTERM, _on_sigterm)
-        return _main(argv)
-    except KeyboardInterrupt as e:  # also while the first imports run
-        print(f"talkingface: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; no output was written",
-              file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+            saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_signal)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when Ctrl-C is ignored (nohup)
+                saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
+            sys.unraisablehook = _quiet_unraisable(unraisable)
+        code = _main(argv)
+        if _received is not None:  # the work finished although a signal came (a library swallowed its exception)
+            term = _received == signal.SIGTERM
+            print(f"talkingface: {'terminated' if term else 'interrupted'} too late to stop: the work was done",
+                  file=sys.stderr)
+            return 143 if term else 130
+        return code
+    except BaseException as e:  # also while the first imports run
+        if not isinstance(e, KeyboardInterrupt) and _received is None:
+            raise
+        term = isinstance(e, Terminated) or _received == signal.SIGTERM
+        print(f"talkingface: {'terminated' if term else 'interrupted'}; no output was written", file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = unraisable
 
 
 def threading_main() -> bool:
