@@ -617,28 +617,35 @@ def check_interrupted() -> None:
         raise Terminated if _received == signal.SIGTERM else KeyboardInterrupt
 
 
-def _quiet_unraisable(hook):
-    """sys.unraisablehook that leaves out the KeyboardInterrupt a callback swallowed (check_interrupted re-raises
-    it); everything else goes to ``hook``."""
-    def unraisable(u) -> None:
+def _quiet_hooks(unraisable, excepthook):
+    """sys.unraisablehook and sys.excepthook that leave out a KeyboardInterrupt: a callback that swallowed it
+    prints "Exception ignored in ...", and numpy's C import macro prints the traceback (PyErr_Print, through
+    sys.excepthook) before it raises its ImportError; main() says the one line instead. Everything else goes to the
+    hooks given."""
+    def quiet_unraisable(u) -> None:
         if u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt):
             return
-        hook(u)
+        unraisable(u)
 
-    return unraisable
+    def quiet_excepthook(exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            return
+        excepthook(exc_type, exc, tb)
+
+    return quiet_unraisable, quiet_excepthook
 
 
 def main(argv: list[str] | None = None) -> int:
     global _received
     _received = None
     saved = {}
-    unraisable = sys.unraisablehook
+    hooks = sys.unraisablehook, sys.excepthook
     try:
         if threading_main():
             saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_signal)
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when Ctrl-C is ignored (nohup)
                 saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
-            sys.unraisablehook = _quiet_unraisable(unraisable)
+            sys.unraisablehook, sys.excepthook = _quiet_hooks(*hooks)
         code = _main(argv)
         if _received is not None:  # the work finished although a signal came (a library swallowed its exception)
             term = _received == signal.SIGTERM
@@ -655,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-        sys.unraisablehook = unraisable
+        sys.unraisablehook, sys.excepthook = hooks
 
 
 def threading_main() -> bool:
