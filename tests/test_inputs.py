@@ -401,6 +401,21 @@ def test_ctrl_c_that_a_library_swallows_or_turns_into_an_error(tmp_path, sig, co
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_in_code_run_from_a_string_exits_130_under_python_m(tmp_path):
+    """A Ctrl-C that lands in code exec'd from a string (dataclasses build their methods so while modules import)
+    made `python -m talkingface` end by SIGINT (status -2) after printing its line: 2 of 24 tries."""
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    what = 'exec("import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(5)")'
+    (mod / "fake_talkingface.py").write_text(_SWALLOW.replace("{sig}", "INT").replace("{what}", what))
+    r = subprocess.run([sys.executable, "-m", "fake_talkingface"], capture_output=True, text=True, cwd=work,
+                       env={**GLOG, "PYTHONPATH": f"{mod}{os.pathsep}{ROOT}"}, timeout=120, preexec_fn=_default_sigint)
+    assert r.returncode == 130 and r.stderr.strip() == "talkingface: interrupted; no output was written", r.stderr
+    assert list(work.iterdir()) == []
+
+
 def test_a_signal_after_the_work_is_done_is_not_called_success(tmp_path):
     code = _SWALLOW.replace("{sig}", "INT").replace("{what}", _IN_A_CALLBACK).replace("progress(1, 10)", "pass")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=GLOG,
