@@ -30,6 +30,7 @@ and the whole root when the process exits.
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import re
@@ -547,6 +548,27 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
     return app
 
 
+def check_listen(host: str, port: int) -> None:
+    """Refuse, before the models load, an address the server could not listen on: a host name that does not resolve
+    or is not this machine's, a port in use or not allowed. (Gradio said "the port is in use" for all of these,
+    after the models had loaded.)"""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise InputError(f"cannot listen on {host}:{port}: the host name does not resolve "
+                               f"({getattr(e, 'strerror', None) or e}); use an address of this machine, e.g. 127.0.0.1 "
+                               "or 0.0.0.0") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a closed socket's wait is fine
+        try:
+            s.bind(address)
+        except OSError as e:
+            why = "the port is in use (another server?)" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise InputError(f"cannot listen on {host}:{port}: {why}; choose another --port or --host") from None
+
+
 def launch(app, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True) -> str:
     """Serve ``app``; returns the local URL (after the server stopped, when ``block``)."""
     limits: Limits = getattr(app, "talkingface_limits", Limits())
@@ -586,6 +608,7 @@ def main(args) -> int:
     limits = Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                     max_total_mb=getattr(args, "max_total_mb", Limits.max_total_mb),
                     max_uploads_per_visitor=getattr(args, "max_uploads", Limits.max_uploads_per_visitor))
+    check_listen(args.host, args.port)
     temp_root()
     try:
         import gradio  # noqa: F401

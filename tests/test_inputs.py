@@ -111,6 +111,26 @@ def test_options_are_checked_in_the_api_too():
             Limits(**bad)
 
 
+def test_demo_refuses_an_address_it_cannot_listen_on_before_loading(tmp_path):
+    """`demo --host nonsense.invalid` loaded the models (20 s here), then said "the port is in use" under a stray
+    uvicorn ERROR line; a port really in use was found only after loading too."""
+    import socket
+
+    from talkingface import web
+
+    with pytest.raises(InputError, match="does not resolve"):
+        web.check_listen("nonsense.invalid", 7860)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match="the port is in use"):
+            web.check_listen("127.0.0.1", port)
+        r = _cli("demo", "--port", port, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and "the port is in use" in _error_line(r) and "loading the models" not in r.stdout
+    web.check_listen("127.0.0.1", port)  # free again
+
+
 def test_batch_numbers_are_checked_before_any_file_is_made(tmp_path):
     from talkingface import dub_batch
 
@@ -414,6 +434,21 @@ def test_ctrl_c_in_code_run_from_a_string_exits_130_under_python_m(tmp_path):
                        env={**GLOG, "PYTHONPATH": f"{mod}{os.pathsep}{ROOT}"}, timeout=120, preexec_fn=_default_sigint)
     assert r.returncode == 130 and r.stderr.strip() == "talkingface: interrupted; no output was written", r.stderr
     assert list(work.iterdir()) == []
+
+
+def test_ctrl_c_while_python_m_starts_is_one_line(tmp_path):
+    """Ctrl-C 0.4 s after `python -m talkingface` (still importing the command line: argparse, gettext) was a
+    KeyboardInterrupt traceback: the import is now inside the handling too."""
+    code = ("import runpy, sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'talkingface.cli':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "runpy.run_module('talkingface', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=GLOG,
+                       timeout=60)
+    assert r.returncode == 130 and r.stderr.strip() == "talkingface: interrupted; no output was written", r.stderr
 
 
 def test_a_signal_after_the_work_is_done_is_not_called_success(tmp_path):
