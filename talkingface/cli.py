@@ -599,6 +599,7 @@ class Terminated(KeyboardInterrupt):
 # any failure after it as the interruption it is, and check_interrupted() (called between stages and from the
 # progress callbacks) raises it again when a library swallowed it.
 _received: int | None = None
+_command: str | None = None  # the subcommand main() runs; `demo` serves until Ctrl-C, which is its normal end
 
 
 def _on_signal(signum, frame) -> None:
@@ -644,8 +645,8 @@ def _forget_interrupt() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _received
-    _received = None
+    global _received, _command
+    _received = _command = None
     saved = {}
     hooks = sys.unraisablehook, sys.excepthook
     try:
@@ -655,12 +656,14 @@ def main(argv: list[str] | None = None) -> int:
                 saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
             sys.unraisablehook, sys.excepthook = _quiet_hooks(*hooks)
         code = _main(argv)
-        if _received is not None:  # the work finished although a signal came (a library swallowed its exception)
-            term = _received == signal.SIGTERM
-            print(f"talkingface: {'terminated' if term else 'interrupted'} too late to stop: the work was done",
-                  file=sys.stderr)
+        if _received is not None:
             _forget_interrupt()
-            return 143 if term else 130
+            if _command != "demo":  # the work finished although a signal came (a library swallowed its exception);
+                # the page's server ends by Ctrl-C (Gradio catches it and closes): its normal end
+                term = _received == signal.SIGTERM
+                print(f"talkingface: {'terminated' if term else 'interrupted'} too late to stop: the work was done",
+                      file=sys.stderr)
+                return 143 if term else 130
         return code
     except BaseException as e:  # also while the first imports run
         if not isinstance(e, KeyboardInterrupt) and _received is None:
@@ -711,7 +714,9 @@ def hide_native_stderr() -> bool:
 
 
 def _main(argv: list[str] | None) -> int:
+    global _command
     args = build_parser().parse_args(argv)
+    _command = args.command
     if not args.verbose:  # -v: everything, the native libraries' logs too
         hide_native_stderr()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

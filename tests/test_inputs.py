@@ -458,6 +458,23 @@ def test_a_signal_after_the_work_is_done_is_not_called_success(tmp_path):
     assert r.returncode == 130 and r.stderr.strip() == "talkingface: interrupted too late to stop: the work was done"
 
 
+def test_ctrl_c_is_the_demos_normal_end(tmp_path):
+    """The page's server stops on Ctrl-C (Gradio catches it and closes): exit 0, no 'interrupted' line."""
+    code = (_SWALLOW.split("cli._render = fake_render")[0] + (
+        "import talkingface.web as web\n"
+        "def serve(args):\n"
+        "    try:\n"
+        "        ctrl_c()\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('closing server')\n"
+        "    return 0\n"
+        "web.main = serve\n"
+        "sys.exit(cli.main(['demo']))\n")).replace("{sig}", "INT").replace("{what}", "pass")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=GLOG,
+                       timeout=120, preexec_fn=_default_sigint)
+    assert r.returncode == 0 and r.stdout.strip() == "closing server" and r.stderr.strip() == "", r.stderr
+
+
 def test_main_leaves_the_signal_handlers_as_it_found_them():
     from talkingface import cli
 
