@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-cross", action="store_true", help="with --dub: self-dubs only (no cross-dub sync rows)")
     e.add_argument("--texture-methods", metavar="A,B", default=None,
                    help="with --dub: only the texture table (lip-box PSNR/SSIM, sharpness, Delta E, flicker, lag-0 r) "
-                        "of these mouth texture methods (e.g. texture-v1,warp,mouth-v2) and a plain re-encode")
+                        "of these mouth texture methods (e.g. texture-v1,warp,mouth-v2) and a plain re-encode; a "
+                        "method may carry mouth-stage options, e.g. warp:feather_cm=0:seam_alpha=0.6:smooth=0")
     _add_common(e)
 
     b = sub.add_parser("benchmark", help="seconds per stage and frames per second of a 10 s render",

@@ -582,6 +582,8 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
                                      silence_gate=options.silence_gate, timings=timings, energy=gate_energy,
                                      phonemes=phonemes)
     mouth_canon = _resample_track(mouth25, n_out, fps).astype(np.float32)
+    if pipe.painter is not None:  # the mouth stage's temporal smoothing of its targets (MouthOptions.smooth)
+        mouth_canon = pipe.painter.smooth_track(mouth_canon, fps)
     weights = tracking.edge_weights(ok)
     paint, adapt_report = _painter(pipe, track, mouth_canon, neutral, options, fps, say, timings)
 

@@ -470,7 +470,9 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
     """Issue 9's texture table: each validation clip dubbed with its own audio by each mouth texture method
     (``talkingface.load(texture=name)``), plus a plain re-encode of the input as the ceiling. Per method, mean
     over clips of ``texture_measures`` and the re-tracked mouth opening's r against the real track (lag 0, and
-    the best within +-2 frames with its lag), and the end-to-end fps. OUT/dub_texture.md and .json."""
+    the best within +-2 frames with its lag), and the end-to-end fps. OUT/dub_texture.md and .json.
+    A method may carry mouth-stage options (``mouth.parse_method``): "warp:feather_cm=0:smooth=0" is the warp
+    stage with those settings, so two settings compare in one run."""
     from .dub import DubOptions
     from .errors import CheckpointError
     from .training.landmark_training import score
@@ -480,9 +482,12 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
     entries = _val_entries(data)[:max_clips]
     pipes: dict[str, Pipeline] = {}
     skipped = {}
-    for name in methods:
+    from .mouth import parse_method
+
+    for name in methods:  # a name, or a name with mouth options: "warp:feather_cm=0.12:smooth=0.3"
+        texture, mouth_options = parse_method(name)
         try:
-            pipes[name] = load(checkpoint_dir, device=device, texture=name)
+            pipes[name] = load(checkpoint_dir, device=device, texture=texture, mouth_options=mouth_options)
         except CheckpointError as e:
             skipped[name] = str(e)
             log.warning("skipping texture method %s: %s", name, e)
@@ -505,7 +510,7 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
         for name, pipe in pipes.items():
             if name in skipped:
                 continue
-            path = os.path.join(dub_dir, f"{e['clip']}.self.{name}.mp4")
+            path = os.path.join(dub_dir, f"{e['clip']}.self.{name.replace(':', '_')}.mp4")
             try:
                 res = pipe.dub(e["source"], media.load_audio(e["source"]), output=path,
                                options=DubOptions(fps=25, length="trim"))

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import face, warp
+from .errors import InputError
 
 CROP_CENTER = (0.0, -5.9, 5.0)  # canonical cm: the square from under the nose (-1.9) to below the chin (-9.9)
 CROP_HALF = 4.0
@@ -36,6 +37,98 @@ CROP_SIZE = 128
 def crop_affine(frame: face.FaceFrame, size: int = CROP_SIZE) -> np.ndarray:
     """(2, 3) image -> aligned mouth crop of ``size`` px."""
     return frame.crop_affine(size, CROP_CENTER, CROP_HALF)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class MouthOptions:
+    """Settings of the mouth stage's compositing (one home: ``MouthPainter.options``; ``talkingface.load(...,
+    mouth_options=...)``, ``talkingface eval --texture-methods warp:feather_cm=0.12:smooth=0.3``).
+
+    feather_cm: Gaussian sigma, in cm of the face (canonical units), of the filled opening's edge and of the
+        closed-lip seam: the interior and the seam blend into the lips over a few pixels instead of a hard
+        one-pixel polygon edge (real inner lips shade into the mouth). 0: the hard edge (as before this
+        option). Pixels further than 3 sigma in x or in y (the kernel is square) from
+        the opening and the seam are the warped ones, exactly.
+    seam_alpha: opacity of the dark line drawn where (nearly) closed lips meet (``closed_seam``).
+    smooth: zero-phase temporal smoothing of the target mouth track (offline render and dub, where the whole
+        track is known): an exponential moving average with this coefficient per 25 fps frame, run forward
+        and then backward, so it adds no lag. 0: none. Not applied live (``talkingface.live``), where only a
+        causal filter is possible and it would delay the mouth.
+    fill_reach_cm: how far beyond the interior source's own opening its two layers reach (cm). FaceMesh's
+        inner lip runs a little inside the visible lips and the layers are placed rigidly by the lips' middle
+        points, so a target opening often extends past the layer near its edge; with 0 that rim is the flat
+        cavity colour, a hard dark outline (most visible along the lower lip); with a reach it is the source's
+        own inner lip edge.
+    """
+
+    # defaults tuned on 5 training-speaker clips (scripts/tune_mouth.py, docs/MOUTH.md); the stage before these
+    # options is feather_cm=0, seam_alpha=0.6, smooth=0, fill_reach_cm=0
+    feather_cm: float = 0.12
+    seam_alpha: float = 0.3
+    smooth: float = 0.3
+    fill_reach_cm: float = 0.3
+
+    _RANGES = {"feather_cm": (0.0, 1.0), "seam_alpha": (0.0, 1.0), "smooth": (0.0, 0.95), "fill_reach_cm": (0.0, 0.5)}
+
+    def __post_init__(self):
+        for name, (lo, hi) in self._RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                    or not np.isfinite(v) or not lo <= v <= hi:
+                raise InputError(f"mouth option {name} must be a number between {lo:g} and {hi:g}, got {v!r}")
+
+    @classmethod
+    def parse(cls, spec: str) -> MouthOptions:
+        """``"feather_cm=0.12:smooth=0.3"`` (colon-separated name=value; unnamed fields keep their default)."""
+        kw = {}
+        for part in (p.strip() for p in spec.split(":")):
+            if not part:
+                continue
+            name, eq, value = part.partition("=")
+            if not eq or name.strip() not in cls._RANGES:
+                raise InputError(f"mouth option '{part}': expected NAME=VALUE with NAME one of "
+                                 f"{', '.join(cls._RANGES)}")
+            try:
+                kw[name.strip()] = float(value)
+            except ValueError:
+                raise InputError(f"mouth option {name.strip()} must be a number, got {value!r}") from None
+        return cls(**kw)
+
+
+def parse_method(spec: str) -> tuple[str, MouthOptions | None]:
+    """A texture method with optional mouth options: ``"warp"`` -> ("warp", None); ``"warp:smooth=0.3"`` ->
+    ("warp", MouthOptions(smooth=0.3))."""
+    name, _, rest = spec.strip().partition(":")
+    return name.strip(), (MouthOptions.parse(rest) if rest.strip() else None)
+
+
+def smooth_track(track: np.ndarray, strength: float, fps: float = 25.0) -> np.ndarray:
+    """Zero-phase smoothing of a track (T, ...) over time: an exponential moving average with coefficient
+    ``strength`` per 25 fps frame (converted to ``fps``), forward then backward (no lag, a peak stays where it
+    was). ``strength`` 0 returns the input unchanged (the same array)."""
+    if strength <= 0 or len(track) < 2:
+        return track
+    a = float(strength) ** (25.0 / float(fps))
+    x = np.asarray(track, np.float64)
+    y = np.empty_like(x)
+    y[0] = x[0]
+    for t in range(1, len(x)):
+        y[t] = a * y[t - 1] + (1 - a) * x[t]
+    for t in range(len(x) - 2, -1, -1):
+        y[t] = a * y[t + 1] + (1 - a) * y[t]
+    return y.astype(np.asarray(track).dtype)
+
+
+def feather(mask: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``mask`` (h, w) float32 blurred by a Gaussian of ``sigma_px`` (a square kernel, truncated at 3 sigma in x
+    and in y); the same array when 0."""
+    if sigma_px <= 0:
+        return mask
+    k = 2 * int(np.ceil(3 * sigma_px)) + 1
+    return cv2.GaussianBlur(mask, (k, k), sigma_px, borderType=cv2.BORDER_CONSTANT)
 
 
 # --------------------------------------------------------------------------- the interior
@@ -94,23 +187,36 @@ class InteriorSource:
             self.cavity = DEFAULT_CAVITY.copy()
         self.rgb = self.crop.astype(np.float32)
         self.masks = np.dstack([self.upper, self.lower, np.zeros_like(self.upper)])  # (S, S, 3)
+        self._reach: dict[int, np.ndarray] = {0: self.masks}
+
+    def layer_masks(self, reach_px: float = 0.0) -> np.ndarray:
+        """The two layers' masks (S, S, 3: upper, lower, 0), each dilated by ``reach_px`` crop pixels (rounded):
+        a layer then also brings the source's own inner lip edge, so a target opening a little larger than the
+        source's shows lip there, not a hard line of cavity colour (``MouthOptions.fill_reach_cm``)."""
+        r = int(round(max(0.0, reach_px)))
+        if r not in self._reach:
+            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+            self._reach[r] = np.ascontiguousarray(cv2.dilate(self.masks, k))
+        return self._reach[r]
 
 
 def fill_interior(source: InteriorSource, qx: np.ndarray, qy: np.ndarray, tgt_points: np.ndarray,
-                  scale: float = 1.0) -> np.ndarray:
+                  scale: float = 1.0, reach_px: float = 0.0) -> np.ndarray:
     """RGB float32 (h, w, 3) of the interior at target positions (qx, qy), given in the target's aligned crop
     pixels at the source crop's size (``scale`` multiplies them first). ``tgt_points``: the target's 478
     points in those crop pixels. Upper teeth follow the upper lip, lower teeth the lower lip, each as a rigid
-    layer; where neither layer shows, the cavity colour."""
+    layer; where neither layer shows, the cavity colour. ``reach_px``: the layers reach this far (source crop
+    pixels) beyond the source's opening (``InteriorSource.layer_masks``)."""
     t_up, t_lo = lip_midpoints(np.asarray(tgt_points, np.float64) * scale)
     du, dl = source.up - t_up, source.lo - t_lo
     qx = (qx * scale).astype(np.float32)
     qy = (qy * scale).astype(np.float32)
+    masks = source.layer_masks(reach_px)
 
     def layer(d: np.ndarray, channel: int) -> tuple[np.ndarray, np.ndarray]:
         mx, my = qx + np.float32(d[0]), qy + np.float32(d[1])
         rgb = cv2.remap(source.rgb, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        a = cv2.remap(source.masks, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        a = cv2.remap(masks, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return rgb, np.clip(a[..., channel:channel + 1], 0, 1)
 
     up, a_up = layer(du, 0)
@@ -145,20 +251,23 @@ def cover_stale(warped: np.ndarray, tri: np.ndarray, src_points: np.ndarray, off
 SEAM_CM = 0.07  # width of the dark line where closed lips meet
 
 
-def closed_seam(out: np.ndarray, points: np.ndarray, px_per_cm: float, offset, cavity: np.ndarray) -> np.ndarray:
+def closed_seam(out: np.ndarray, points: np.ndarray, px_per_cm: float, offset, cavity: np.ndarray,
+                strength: float, sigma_px: float = 0.0) -> np.ndarray:
     """Where the target's lips (nearly) meet, the thin dark line real closed lips show between them, along the
     inner lip contour; it fades out as the mouth opens (then the opening itself is dark). Without it, lips
-    closed from an open photo met in a pale seam that reads as a slightly open mouth. ``out``: float32 box."""
+    closed from an open photo met in a pale seam that reads as a slightly open mouth. ``out``: float32 box;
+    ``strength``: the line's opacity when the lips touch (``MouthOptions.seam_alpha``); ``sigma_px``: its
+    feather (``MouthOptions.feather_cm`` in pixels)."""
     up, lo = lip_midpoints(points)
     width = max(1.0, SEAM_CM * px_per_cm)
-    alpha = 0.6 * float(np.clip(1.0 - np.linalg.norm(up - lo) / (3.0 * width), 0.0, 1.0))
+    alpha = strength * float(np.clip(1.0 - np.linalg.norm(up - lo) / (3.0 * width), 0.0, 1.0))
     if alpha <= 0:
         return out
     line = np.asarray(points, np.float64)[[78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308], :2] - offset
     mask = np.zeros(out.shape[:2], np.uint8)
     cv2.polylines(mask, [np.round(line * 16).astype(np.int32)], False, 255, max(1, int(round(width))),
                   cv2.LINE_AA, 4)
-    a = (mask.astype(np.float32) / 255.0 * alpha)[..., None]
+    a = (feather(mask.astype(np.float32) / 255.0, sigma_px) * alpha)[..., None]
     return out * (1 - a) + cavity[None, None, :] * a
 
 
@@ -398,7 +507,9 @@ class MouthPainter:
 
     ``refine=None`` is the warp-only variant (no network). Not thread-safe (one render at a time)."""
 
-    def __init__(self, refine: RefineNet | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, refine: RefineNet | None = None, device: str | torch.device = "cpu",
+                 options: MouthOptions | None = None):
+        self.options = options or MouthOptions()
         self.refine = refine.to(device).eval() if refine is not None else None
         self.device = torch.device(device)
         self.size = refine.config.size if refine is not None else CROP_SIZE
@@ -427,7 +538,11 @@ class MouthPainter:
             hole, band = hole_and_band(tgt, (y1 - y0, x1 - x0), BAND_CM * px_per_cm, offset=(x0, y0))
         else:  # the band is only the refine network's
             hole, band = polygon_mask(inner_polygon(tgt) - (x0, y0), (y1 - y0, x1 - x0)), None
-        out = closed_seam(out, tgt, px_per_cm, (x0, y0), interior.cavity if interior is not None else DEFAULT_CAVITY)
+        opt = self.options
+        sigma = opt.feather_cm * px_per_cm
+        hole = feather(hole, sigma)  # the opening's soft edge (the same array when feather_cm is 0)
+        out = closed_seam(out, tgt, px_per_cm, (x0, y0), interior.cavity if interior is not None else DEFAULT_CAVITY,
+                          opt.seam_alpha, sigma)
         if interior is not None and hole.max() > 0:
             ys, xs = np.nonzero(hole > 0)
             hy0, hy1, hx0, hx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -435,7 +550,8 @@ class MouthPainter:
             gy, gx = np.mgrid[hy0 + y0:hy1 + y0, hx0 + x0:hx1 + x0].astype(np.float64)
             qx = a_int[0, 0] * gx + a_int[0, 1] * gy + a_int[0, 2]
             qy = a_int[1, 0] * gx + a_int[1, 1] * gy + a_int[1, 2]
-            fill = fill_interior(interior, qx, qy, face.apply_affine(tgt, a_int))
+            fill = fill_interior(interior, qx, qy, face.apply_affine(tgt, a_int),
+                                 reach_px=opt.fill_reach_cm * interior.crop.shape[0] / (2 * CROP_HALF))
             h = hole[hy0:hy1, hx0:hx1, None]
             out[hy0:hy1, hx0:hx1] = out[hy0:hy1, hx0:hx1] * (1 - h) + fill * h
         job = {"box": box, "image": out, "hole": hole, "band": band}  # band: None without the refine network
@@ -450,6 +566,11 @@ class MouthPainter:
             job["x"] = refine_input(crop, c_hole, c_band, stretch)
             job["affine"] = shifted
         return job
+
+    def smooth_track(self, track: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        """The target mouth track (T, 59, 3) smoothed over time by ``options.smooth`` (zero-phase, see
+        ``smooth_track``); the same array when it is 0."""
+        return smooth_track(track, self.options.smooth, fps)
 
     @torch.no_grad()
     def refine_batch(self, jobs: list[dict]) -> None:

@@ -254,6 +254,8 @@ class Pipeline:
         mouth_canon = self.predict_mouth(wav, neutral, motion_scale=options.motion_scale,
                                          silence_gate=options.silence_gate, timings=timings, energy=energy,
                                          phonemes=phonemes)  # (T, 59, 3)
+        if self.painter is not None:  # the mouth stage's temporal smoothing of its targets (MouthOptions.smooth)
+            mouth_canon = self.painter.smooth_track(mouth_canon)
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
         # head motion and blinks: a geometric step on each painted frame (the mouth is painted on the still photo
@@ -429,21 +431,25 @@ class Pipeline:
 
 
 def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu",
-         landmarks: str = DEFAULT_MODELS["landmarks"], texture: str = DEFAULT_MODELS["texture"]) -> Pipeline:
-    """Build the pipeline from named, hash-verified checkpoints (default: the shipped ``checkpoints/``)."""
+         landmarks: str = DEFAULT_MODELS["landmarks"], texture: str = DEFAULT_MODELS["texture"],
+         mouth_options: mouth.MouthOptions | None = None) -> Pipeline:
+    """Build the pipeline from named, hash-verified checkpoints (default: the shipped ``checkpoints/``).
+
+    mouth_options: the mouth stage's settings (``mouth.MouthOptions``; default: its defaults); ignored by
+    texture-v1."""
     directory = Path(checkpoint_dir) if checkpoint_dir else checkpoints.DEFAULT_DIR
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but torch sees no CUDA device")
     lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), LandmarkModel, LandmarkConfig,
                                        model="landmarks")
     if texture == "warp":  # the mouth stage without its refine network: no weights
-        tex = mouth.MouthPainter(None, device)
+        tex = mouth.MouthPainter(None, device, mouth_options)
     else:
         kind = checkpoints.read_manifest(directory).get(texture, {}).get("model", "texture")
         if kind == "mouth":
             net, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), mouth.RefineNet,
                                              mouth.RefineConfig, model="mouth")
-            tex = mouth.MouthPainter(net, device)
+            tex = mouth.MouthPainter(net, device, mouth_options)
         else:
             tex, _ = checkpoints.load_module(checkpoints.resolve(texture, directory), MouthGenerator, TextureConfig,
                                              model="texture")

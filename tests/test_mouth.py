@@ -5,6 +5,8 @@ detector; the end-to-end tests at the bottom use the real fixtures.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -251,3 +253,204 @@ def test_dub_warp_changes_only_the_lower_face(grid_video_path, grid_wav_path):
         changed_mouth.append(d.max())
     assert max(changed_top) == 0  # eyes, brows, forehead: the input's own pixels, exactly
     assert np.median(changed_mouth) > 20
+
+
+# --------------------------------------------------------------------------- mouth-stage options (MouthOptions)
+
+# the stage before these options existed (each test below changes one setting from it)
+LEGACY = mouth.MouthOptions(feather_cm=0.0, seam_alpha=0.6, smooth=0.0, fill_reach_cm=0.0)
+
+def _open_interior(ff: face.FaceFrame, rest: np.ndarray) -> mouth.InteriorSource:
+    """A bright textured interior source (an open mouth of the synthetic face), so the fill differs from the lips."""
+    size = mouth.INTERIOR_SIZE
+    a_int = mouth.crop_affine(ff, size)
+    pts = face.apply_affine(_landmarks(ff)[:, :2], a_int)
+    opened = ff.to_image(warp.clamp_mouth(_open_mouth(rest, 1.0), rest))
+    pts[face.MOUTH] = face.apply_affine(opened[:, :2], a_int)
+    crop = np.clip(_texture(size, size, seed=5).astype(np.int16) + 60, 0, 255).astype(np.uint8)
+    return mouth.InteriorSource(crop, pts)
+
+
+def _distance_from(job: dict, lm: np.ndarray, ff: face.FaceFrame, target: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Per pixel of the job's box: distance (px) to the target's inner-lip polygon (its inside and its outline)."""
+    import cv2
+
+    x0, y0, x1, y1 = job["box"]
+    tgt = warp.target_points(lm, ff, warp.clamp_mouth(target, rest))
+    poly = mouth.inner_polygon(tgt) - (x0, y0)
+    near = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(near, [np.round(poly).astype(np.int32)], 1)
+    cv2.polylines(near, [np.round(poly).astype(np.int32)], True, 1, 1)
+    return cv2.distanceTransform((near == 0).astype(np.uint8), cv2.DIST_L2, 5)
+
+
+def test_options_defaults_and_checks():
+    from talkingface.errors import InputError
+
+    assert mouth.MouthPainter(None).options == mouth.MouthOptions()
+    o = mouth.MouthOptions.parse("feather_cm=0.1:smooth=0.25")
+    assert (o.feather_cm, o.seam_alpha, o.smooth) == (0.1, mouth.MouthOptions().seam_alpha, 0.25)
+    assert mouth.parse_method("warp") == ("warp", None)
+    assert mouth.parse_method("warp:seam_alpha=0.2") == ("warp", mouth.MouthOptions(seam_alpha=0.2))
+    for bad in ("feather_cm=-0.1", "smooth=1", "seam_alpha=nan", "feather=0.1", "feather_cm", "smooth=abc"):
+        with pytest.raises(InputError):
+            mouth.MouthOptions.parse(bad)
+    with pytest.raises(InputError):
+        mouth.MouthOptions(feather_cm=True)
+
+
+def test_feather_zero_keeps_the_hard_edge_exactly():
+    """feather_cm 0: the opening's alpha is the anti-aliased polygon itself and the seam the drawn line, as
+    before the option existed (the composite below is the stage's formula before it, written out)."""
+    ff = _frame()
+    lm = _landmarks(ff)
+    rest = ff.to_canonical(lm[face.MOUTH])
+    interior = _open_interior(ff, rest)
+    img = _texture()
+    target = _open_mouth(mouth.neutral_rest(rest), 0.5)
+    job = mouth.MouthPainter(None, options=LEGACY).prepare(img, lm, ff, target, rest, interior)
+    x0, y0, x1, y1 = job["box"]
+    tgt = warp.safe_target(warp.extend_points(lm), warp.extend_points(lm, warp.target_points(
+        lm, ff, warp.clamp_mouth(target, rest))), warp.extended_triangles())[0][: face.N_MESH]
+    np.testing.assert_array_equal(job["hole"], mouth.polygon_mask(mouth.inner_polygon(tgt) - (x0, y0),
+                                                                  (y1 - y0, x1 - x0)))
+    assert mouth.feather(job["hole"], 0.0) is job["hole"]
+    track = np.random.default_rng(0).random((20, 59, 3)).astype(np.float32)
+    assert mouth.smooth_track(track, 0.0) is track
+
+
+def test_feather_softens_only_near_the_opening():
+    import cv2
+
+    ff = _frame()
+    lm = _landmarks(ff)
+    rest = ff.to_canonical(lm[face.MOUTH])
+    interior = _open_interior(ff, rest)
+    img = _texture()
+    target = _open_mouth(mouth.neutral_rest(rest), 0.5)
+    feather_cm = 0.15
+    hard = mouth.MouthPainter(None, options=LEGACY).prepare(img, lm, ff, target, rest, interior)
+    soft = mouth.MouthPainter(None, options=replace(LEGACY, feather_cm=feather_cm)).prepare(
+        img, lm, ff, target, rest, interior)
+    np.testing.assert_array_equal(hard["box"], soft["box"])
+    dist = _distance_from(hard, lm, ff, target, rest)
+    px_per_cm = 1.0 / ff.scale  # _frame: canonical cm -> scale_px per cm
+    sigma = feather_cm * px_per_cm
+    diff = np.abs(hard["image"] - soft["image"]).max(2)
+    reach = np.sqrt(2) * np.ceil(3 * sigma)  # the Gaussian's square kernel: 3 sigma in x and in y
+    far = dist > reach + 3  # beyond the anti-aliased, rounded polygon
+    assert far.mean() > 0.5
+    assert diff[far].max() == 0.0  # away from the opening: the warped pixels, bit for bit
+    assert diff[dist <= 2].max() > 10  # the edge itself did change
+    # softer: the Laplacian's energy along the opening's edge drops
+    edge = (dist > 0) & (dist <= 2) | (dist == 0) & (cv2.erode((dist == 0).astype(np.uint8), np.ones((5, 5))) == 0)
+
+    def lap_energy(x):
+        g = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        return float(np.square(cv2.Laplacian(g.astype(np.float32), cv2.CV_32F))[edge].mean())
+
+    assert lap_energy(soft["image"]) < 0.8 * lap_energy(hard["image"])
+    # the seam of closed lips is feathered the same way and stays near the lip line
+    closed = mouth.neutral_rest(rest)
+    h0 = mouth.MouthPainter(None, options=LEGACY).prepare(img, lm, ff, closed, rest, interior)
+    h1 = mouth.MouthPainter(None, options=replace(LEGACY, feather_cm=feather_cm)).prepare(
+        img, lm, ff, closed, rest, interior)
+    d = np.abs(h0["image"] - h1["image"]).max(2)
+    dist_c = _distance_from(h0, lm, ff, closed, rest)
+    assert d.max() > 1 and d[dist_c > reach + 3 + mouth.SEAM_CM * px_per_cm].max() == 0.0
+
+
+def test_seam_alpha_sets_the_closed_lip_line():
+    ff = _frame()
+    lm = _landmarks(ff)
+    rest = ff.to_canonical(lm[face.MOUTH])
+    img = _texture()
+    closed = mouth.neutral_rest(rest)
+    jobs = {a: mouth.MouthPainter(None, options=replace(LEGACY, seam_alpha=a)).prepare(img, lm, ff, closed, rest, None)
+            for a in (0.0, 0.3, 0.6)}
+    dist = _distance_from(jobs[0.0], lm, ff, closed, rest)
+    line = dist <= 1
+    cavity = mouth.DEFAULT_CAVITY
+    # the line moves towards the cavity colour in proportion to seam_alpha, and nothing else changes
+    gap = {a: float(np.abs(j["image"][line] - cavity).mean()) for a, j in jobs.items()}
+    assert gap[0.6] < gap[0.3] < gap[0.0]
+    for a in (0.3, 0.6):
+        diff = np.abs(jobs[a]["image"] - jobs[0.0]["image"]).max(2)
+        assert diff[dist > 2 + mouth.SEAM_CM / ff.scale].max() == 0.0  # the line's width, anti-aliased
+
+
+def test_smooth_track_is_zero_phase():
+    t = np.arange(101, dtype=np.float64)
+    pulse = np.exp(-0.5 * ((t - 50) / 3.0) ** 2)[:, None, None] * np.ones((1, 59, 3))
+    out = mouth.smooth_track(pulse.astype(np.float32), 0.4)
+    assert out.shape == pulse.shape and out.dtype == np.float32
+    assert int(np.argmax(out[:, 0, 0])) == 50  # no lag: the peak stays on its frame
+    np.testing.assert_allclose(out[:, 0, 0], out[::-1, 0, 0], atol=1e-4)  # symmetric in, symmetric out
+    const = np.full((30, 59, 3), 2.5, np.float32)
+    np.testing.assert_allclose(mouth.smooth_track(const, 0.5), const, atol=1e-5)
+    noise = np.random.default_rng(0).normal(size=(200, 59, 3)).astype(np.float32)
+    sm = mouth.smooth_track(noise, 0.3)
+    assert np.abs(np.diff(sm, axis=0)).mean() < 0.7 * np.abs(np.diff(noise, axis=0)).mean()
+    # the coefficient is per 25 fps frame: the same pulse sampled at 50 fps is smoothed over the same time
+    t50 = np.arange(202) / 2.0
+    pulse50 = np.exp(-0.5 * ((t50 - 50) / 3.0) ** 2)[:, None, None] * np.ones((1, 59, 3))
+    out50 = mouth.smooth_track(pulse50, 0.4, fps=50.0)
+    assert abs(out50[:, 0, 0].max() - out[:, 0, 0].max()) < 0.03
+
+
+def test_load_passes_mouth_options():
+    import talkingface
+
+    opts = mouth.MouthOptions(feather_cm=0.1, smooth=0.2)
+    pipe = talkingface.load(texture="warp", mouth_options=opts)
+    assert pipe.painter.options == opts
+    assert talkingface.load(texture="warp").painter.options == mouth.MouthOptions()
+
+
+def test_fill_reach_brings_the_sources_lip_edge_not_a_cavity_rim():
+    """A target opening larger than the interior source's: with no reach its rim is the flat cavity colour; with
+    a reach the layers extend over it (the source's own pixels), and only near the opening."""
+    ff = _frame()
+    lm = _landmarks(ff)
+    rest = ff.to_canonical(lm[face.MOUTH])
+    size = mouth.INTERIOR_SIZE
+    a_int = mouth.crop_affine(ff, size)
+    pts = face.apply_affine(_landmarks(ff)[:, :2], a_int)
+    small = ff.to_image(warp.clamp_mouth(_open_mouth(rest, 0.4), rest))
+    pts[face.MOUTH] = face.apply_affine(small[:, :2], a_int)
+    src = mouth.InteriorSource(np.clip(_texture(size, size, seed=7).astype(np.int16) + 60, 0, 255).astype(np.uint8),
+                               pts)
+    assert mouth.InteriorSource.layer_masks(src, 0.0) is src.masks
+    wide = pts.copy()
+    wide[face.MOUTH] = face.apply_affine(ff.to_image(warp.clamp_mouth(_open_mouth(rest, 0.8), rest))[:, :2], a_int)
+    hole = mouth.polygon_mask(mouth.inner_polygon(wide), (size, size)) > 0.99
+    gy, gx = np.mgrid[0:size, 0:size].astype(np.float64)
+    cavity = np.all(np.abs(mouth.fill_interior(src, gx, gy, wide) - src.cavity) < 1e-3, axis=2)
+    reach = np.all(np.abs(mouth.fill_interior(src, gx, gy, wide, reach_px=4.0) - src.cavity) < 1e-3, axis=2)
+    assert (cavity & hole).sum() > 20  # the wider target shows bare cavity colour without a reach
+    assert (reach & hole).sum() < 0.5 * (cavity & hole).sum()  # with one, mostly the source's pixels
+    # the painter: fill_reach_cm 0 is the stage without the option; a reach changes only the opening's pixels
+    interior = _open_interior(ff, rest)
+    img = _texture()
+    target = _open_mouth(mouth.neutral_rest(rest), 0.9)
+    a = mouth.MouthPainter(None, options=LEGACY).prepare(img, lm, ff, target, rest, interior)
+    b = mouth.MouthPainter(None, options=replace(LEGACY, fill_reach_cm=0.2)).prepare(img, lm, ff, target, rest,
+                                                                                    interior)
+    diff = np.abs(a["image"] - b["image"]).max(2)
+    assert diff.max() > 1 and diff[a["hole"] == 0].max() == 0.0
+
+
+@pytest.mark.slow
+def test_render_smooths_the_target_track(astronaut, grid_wav):
+    import talkingface
+    from talkingface.pipeline import RenderOptions
+
+    pipe = talkingface.load(texture="warp", mouth_options=LEGACY)
+    opts = RenderOptions(head_motion="still", max_size=256)
+    wav = grid_wav[: 16000 * 2]
+    raw = pipe.render(astronaut, wav, options=opts).mouth_canonical
+    pipe.painter.options = replace(LEGACY, smooth=0.5)
+    smooth = pipe.render(astronaut, wav, options=opts).mouth_canonical
+    assert raw.shape == smooth.shape
+    np.testing.assert_allclose(smooth, mouth.smooth_track(raw, 0.5), atol=1e-4)
+    assert np.abs(np.diff(smooth, axis=0)).mean() < 0.8 * np.abs(np.diff(raw, axis=0)).mean()
