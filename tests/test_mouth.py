@@ -454,3 +454,19 @@ def test_render_smooths_the_target_track(astronaut, grid_wav):
     assert raw.shape == smooth.shape
     np.testing.assert_allclose(smooth, mouth.smooth_track(raw, 0.5), atol=1e-4)
     assert np.abs(np.diff(smooth, axis=0)).mean() < 0.8 * np.abs(np.diff(raw, axis=0)).mean()
+
+
+def test_tune_script_refuses_validation_speakers(monkeypatch, tmp_path):
+    """scripts/tune_mouth.py tunes on training speakers only: a validation speaker's clip stops it before any
+    work (nothing written)."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "tune_mouth.py"
+    out = tmp_path / "tune"
+    monkeypatch.setattr(sys, "argv", [str(script), "--clips", "rizkiarm__LipNet__GRID_brbk7n",
+                                      "rizkiarm__LipNet__GRID_lwbsza", "--out", str(out)])
+    with pytest.raises(SystemExit, match="validation speaker"):
+        runpy.run_path(str(script), run_name="__main__")
+    assert not out.exists()
