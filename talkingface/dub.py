@@ -599,7 +599,8 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
         writer = media.VideoWriter(output, fps, track.width, track.height, audio=audio_arg,
                                    audio_sr=audio_mod.SAMPLE_RATE, crf=options.crf, duration=plan.duration,
                                    pad_odd=True,
-                                   label=provenance.label_for(pipe, "dub", options, adapted=bool(options.adapt)))
+                                   label=provenance.label_for(pipe, "dub", options, parent=vpath,
+                                                             adapted=bool(options.adapt)))
         writer.open()
     counts = {"dubbed": 0, "no_face": 0, "turned": 0}
 

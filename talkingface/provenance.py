@@ -31,6 +31,7 @@ __all__ = ["Label", "config_dir", "signing_paths", "sign_mp4", "verify", "Verifi
 MODES = ("photo", "text", "dub")
 GENERATOR = "talkingface"
 ASSERTION = "org.talkingface.generation"
+PARENT_ID = "talkingface-input"  # the ingredient id of a dub's input video
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 # photo and text mode make the whole picture move: trained algorithmic media. Dubbing regenerates the mouth of a
 # real video: IPTC's term for real media composited with trained algorithmic media.
@@ -74,6 +75,7 @@ class Label:
     sign_key: str | None = None  # user-supplied PEM private key (else the local key, created on first use)
     sign_cert: str | None = None  # user-supplied PEM certificate chain, signing certificate first
     details: dict = field(default_factory=dict)  # more facts for the manifest's talkingface assertion
+    parent: str | None = None  # the video a dub edits: the manifest names it as its parent ingredient
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -84,11 +86,15 @@ class Label:
         if self.credentials:
             _signer_material(self.sign_key, self.sign_cert)
 
-    def manifest(self, title: str) -> dict:
+    def manifest(self, title: str, parent: bool = False) -> dict:
+        """The C2PA manifest definition. ``parent``: the input video is added as the parent ingredient (a dub),
+        so the actions are ``c2pa.opened`` (that video) and ``c2pa.edited``; else ``c2pa.created``."""
         version = _version()
-        action = {"action": "c2pa.created", "digitalSourceType": SOURCE_TYPE[self.mode],
+        action = {"action": "c2pa.edited" if parent else "c2pa.created", "digitalSourceType": SOURCE_TYPE[self.mode],
                   "softwareAgent": {"name": GENERATOR, "version": version},
                   "description": DESCRIPTION[self.mode]}
+        actions = [{"action": "c2pa.opened", "parameters": {"ingredientIds": [PARENT_ID]}}, action] if parent \
+            else [action]
         from . import watermark
 
         facts = {"generator": GENERATOR, "version": version, "mode": self.mode, "models": dict(self.models),
@@ -98,17 +104,18 @@ class Label:
             "title": title,
             "format": "video/mp4",
             "assertions": [
-                {"label": "c2pa.actions", "data": {"actions": [action]}},
+                {"label": "c2pa.actions", "data": {"actions": actions}},
                 {"label": ASSERTION, "data": facts},
             ],
         }
 
 
-def label_for(pipe, mode: str, options, **details) -> Label:
-    """The label of an output of ``pipe`` (a Pipeline) rendered with ``options`` (RenderOptions/DubOptions)."""
+def label_for(pipe, mode: str, options, parent: str | None = None, **details) -> Label:
+    """The label of an output of ``pipe`` (a Pipeline) rendered with ``options`` (RenderOptions/DubOptions);
+    ``parent``: the input video of a dub."""
     return Label(mode, dict(getattr(pipe, "model_hashes", {}) or {}), credentials=getattr(options, "credentials", True),
                  sign_key=getattr(options, "sign_key", None), sign_cert=getattr(options, "sign_cert", None),
-                 details=details)
+                 details=details, parent=parent)
 
 
 # --------------------------------------------------------------------------- keys
@@ -248,16 +255,45 @@ def _context():
     return c2pa.Context.from_dict(_C2PA_SETTINGS)
 
 
+def _parent_format(path: str | None) -> str | None:
+    """The C2PA format of a dub's input video, or None when the SDK cannot read that kind of file (then the
+    manifest says ``c2pa.created`` and names no parent)."""
+    if not path or not os.path.isfile(path):
+        return None
+    ext = os.path.splitext(path)[1].lower()
+    return {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".avi": "video/x-msvideo"}.get(ext)
+
+
+def _add_parent(builder, path: str, fmt: str) -> bool:
+    """Add the dub's input video as the parent ingredient (its own C2PA manifest, if it has one, comes with it)."""
+    import c2pa
+
+    ingredient = {"title": os.path.basename(path), "relationship": "parentOf", "label": PARENT_ID,
+                  "instance_id": PARENT_ID}
+    try:
+        with open(path, "rb") as f:
+            builder.add_ingredient(ingredient, fmt, f)
+        return True
+    except (OSError, c2pa.C2paError) as e:  # an input the SDK cannot parse: still label the output
+        log.warning("'%s' is not named as the parent of the content credentials: %s", path, e)
+        return False
+
+
 def sign_mp4(src: str, dst: str, label: Label, title: str) -> None:
     """Write ``src`` with a signed C2PA manifest of ``label`` to ``dst`` (a new file)."""
     import c2pa
 
     key_pem, cert_pem, alg = _signer_material(label.sign_key, label.sign_cert)
+    fmt = _parent_format(label.parent)
     try:
         info = c2pa.C2paSignerInfo(alg=alg.encode(), sign_cert=cert_pem, private_key=key_pem, ta_url=None)
-        with _context() as ctx, c2pa.Signer.from_info(info) as signer, \
-                c2pa.Builder(label.manifest(title), context=ctx) as builder:
-            builder.sign_file(src, dst, signer)
+        with _context() as ctx, c2pa.Signer.from_info(info) as signer:
+            for parent in ((True, False) if fmt else (False,)):
+                with c2pa.Builder(label.manifest(title, parent=parent), context=ctx) as builder:
+                    if parent and not _add_parent(builder, label.parent, fmt):
+                        continue
+                    builder.sign_file(src, dst, signer)
+                    break
     except c2pa.C2paError as e:
         raise TalkingFaceError(f"could not sign the content credentials of '{title}': {e}") from e
 
@@ -276,6 +312,9 @@ class Verification:
     manifest_problems: list = field(default_factory=list)  # failure codes of the C2PA validation
     watermark: object | None = None  # watermark.Detection
     error: str | None = None
+    actions: list = field(default_factory=list)  # the manifest's C2PA actions, e.g. ["c2pa.opened", "c2pa.edited"]
+    source_type: str | None = None  # the IPTC digital source type of its talkingface action (last word)
+    parent: str | None = None  # the title of its parent ingredient (a dub's input video)
 
     @property
     def found(self) -> bool:
@@ -293,6 +332,7 @@ class Verification:
         wm = self.watermark
         return {"path": self.path, "readable": self.readable, "manifest": self.manifest,
                 "by_talkingface": self.by_talkingface, "signer": self.signer, "facts": self.manifest_facts,
+                "actions": self.actions, "source_type": self.source_type, "parent": self.parent,
                 "problems": self.manifest_problems, "error": self.error,
                 "watermark": None if wm is None else {"found": wm.found, "score": round(wm.score, 2),
                                                       "confidence": wm.confidence, "frames": wm.frames},
@@ -318,6 +358,9 @@ class Verification:
                 f = self.manifest_facts
                 lines.append(f"    mode {f.get('mode')}, talkingface {f.get('version')}, models "
                              + ", ".join(f"{k} {str(v)[:12]}" for k, v in (f.get("models") or {}).items()))
+            if self.actions:
+                lines.append(f"    actions {', '.join(map(str, self.actions))}; source type {self.source_type}"
+                             + (f"; edited from '{self.parent}'" if self.parent else ""))
         if self.watermark is not None:
             lines.append(f"  {self.watermark.describe()}")
         if self.found:
@@ -350,6 +393,13 @@ def _read_manifest(path: str, out: Verification) -> None:
     for a in active.get("assertions", []):
         if a.get("label") == ASSERTION:
             out.manifest_facts = a.get("data") or {}
+        elif str(a.get("label", "")).startswith("c2pa.actions"):
+            for act in (a.get("data") or {}).get("actions", []):
+                out.actions.append(act.get("action"))
+                if act.get("digitalSourceType"):
+                    out.source_type = str(act["digitalSourceType"]).rsplit("/", 1)[-1]
+    parents = [i for i in active.get("ingredients", []) if i.get("relationship") == "parentOf"]
+    out.parent = parents[0].get("title") if parents else None
     failures = (results.get("activeManifest") or {}).get("failure") or []
     # an unknown (self-signed) signer is not tampering: trust is reported apart, through who signed it
     problems = [f.get("code") for f in failures if not str(f.get("code", "")).startswith("signingCredential.untrusted")]
