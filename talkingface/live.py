@@ -316,7 +316,7 @@ class LiveSession:
 
     def _watermark(self, img: np.ndarray) -> np.ndarray:
         """The invisible watermark every written video carries (docs/PROVENANCE.md): a screen recording of a live
-        stream is labelled too. About 0.3 ms a 512 px frame."""
+        stream is labelled too. About 0.06 ms a 512 px frame."""
         from . import watermark
 
         if getattr(self, "_mark", None) is None or self._mark.shape != img.shape:

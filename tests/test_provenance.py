@@ -299,3 +299,26 @@ def test_live_stream_frames_carry_the_watermark(pipeline, astronaut, grid_wav):
     sent = [cv2.imdecode(np.frombuffer(_jpeg(f), np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for f in frames]
     assert watermark.detect_frames(sent).found
     assert watermark.detect_frames([cv2.GaussianBlur(f, (0, 0), 1.5) for f in sent]).found
+
+
+def test_batch_no_credentials_reaches_every_job(tmp_path, monkeypatch, grid_video_path, grid_wav_path):
+    """`talkingface batch --no-credentials` (and --sign-key/--sign-cert) become every job's DubOptions."""
+    import talkingface.batch
+    from talkingface.cli import main
+
+    seen = {}
+
+    def fake_dub_batch(jobs, out_dir, *, options=None, **kw):
+        seen["options"] = options
+        return []
+
+    monkeypatch.setattr(talkingface.batch, "dub_batch", fake_dub_batch)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"video,audio,output\n{grid_video_path},{grid_wav_path},a.mp4\n")
+    assert main(["batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--no-credentials"]) == 0
+    assert seen["options"] == {"credentials": False}
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    provenance._create_local_signer(key, cert)
+    assert main(["batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--sign-key", str(key),
+                 "--sign-cert", str(cert)]) == 0
+    assert seen["options"] == {"sign_key": str(key), "sign_cert": str(cert)}
