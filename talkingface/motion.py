@@ -19,8 +19,9 @@ Stage between the mouth painter and the encoder of a photo render (``Pipeline.re
   less (more above, for hair; less below, for the neck) down to a still torso; the frame is moved with the
   project's one piecewise-affine warp (``talkingface.warp``) at native resolution. The eyeball is a separate
   layer that follows the head only, so the lids slide over it. Background pixels that the moving head reveals
-  or that the warp would drag come from a background plate: the person is found with MediaPipe's bundled
-  selfie segmentation and the plate is the photo with the person inpainted (OpenCV Telea), made once per photo.
+  or that the warp would drag show what is behind them: the photo's own pixels where the photo shows the scene,
+  and where it showed the person a background plate (the person found with MediaPipe's bundled selfie
+  segmentation and inpainted, OpenCV Telea), made once per photo.
 
 Degrading safely: a face cut by the image border or turned far from the camera gets smaller (or no) head
 motion, eyes that are not visible (closed in the photo, sunglasses) get no blinks; each case says so in the log.
@@ -550,8 +551,15 @@ class HeadAnimator:
             person = hull.astype(np.float32)
         else:
             person = np.maximum(person, hull.astype(np.float32))
-        self.person = np.clip((person - 0.15) / 0.7, 0.0, 1.0)  # segmentation noise in the scene -> exactly 0
-        self.plate, self.plate_region = background_plate(image, person, int(0.06 * face_w))
+        # the person's opacity: segmentation noise in the scene -> exactly 0, and 1 from a probability of 0.5 up
+        # (the segmentation is unsure inside clothes at the image border: there the person must stay opaque)
+        self.person = np.clip((person - 0.15) / 0.35, 0.0, 1.0)
+        plate, self.plate_region = background_plate(image, person, int(0.06 * face_w))
+        # what lies behind each pixel: the plate where the photo shows the person, the photo's own pixels where it
+        # shows the scene (the plate's inpainted band around the person would erase scene detail there and cut
+        # whatever the segmentation missed, e.g. a collar: only what the person uncovers comes from the plate)
+        a = self.person[..., None]
+        self.plate = (image * (1.0 - a) + plate * a + 0.5).astype(np.uint8)
         # the box the warp may touch: every triangle at the largest motion, plus a margin
         self.box = warp.triangles_box(self.src, self.tris, self.shape, pad=int(0.1 * face_w) + 4)
         if self.box is not None:

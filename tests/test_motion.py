@@ -136,6 +136,35 @@ def test_head_turns_eyes_close_background_still(animator, astronaut, tracker):
     assert ear_closed < 0.75 * ear_open
 
 
+def test_scene_next_to_the_head_is_kept_not_inpainted(tracker, astronaut):
+    """Scene pixels right beside the head (inside the plate's inpainted band around the person, outside the person)
+    that the moved head does not cover stay the photo's own: the plate only fills what the person uncovers. A
+    grid of thin dark lines is drawn on the wall beside the hair; before, the band came from the inpainted plate
+    and the lines broke off wherever the warp moved a pixel (as the collar of the astronaut's suit did)."""
+    img = astronaut.copy()
+    det = tracker.detect(img)[0]
+    x0, y0, x1, y1 = det.box
+    fw = x1 - x0
+    for x in range(max(0, x0 - fw // 2), x0 + 4, 4):
+        img[max(0, y0 - fw // 3):y1, x] = (30, 30, 60)
+    for y in range(max(0, y0 - fw // 3), y1, 6):
+        img[y, max(0, x0 - fw // 2):x0 + 4] = (30, 30, 60)
+    det = tracker.detect(img)[0]
+    an = motion.HeadAnimator(img, det.landmarks, face.FaceFrame.fit(det.landmarks))
+    bx0, by0, bx1, by1 = an.box
+    scene = an.person[by0:by1, bx0:bx1] == 0
+    band = an.plate_region[by0:by1, bx0:bx1] & scene
+    assert band.sum() > 500  # the test looks where the plate is inpainted
+    for pose in ([8, 0, 0], [-8, 0, 0], [0, 6, 0], [0, -6, 0], [5.6, -4.2, 2.8]):
+        out = an.apply(img, np.array(pose, float), 0.0)
+        mx, my, _ = an.maps(np.array(pose, float), 0.0)
+        cover = cv2.remap(an.person, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        keep = band & (cover == 0)
+        assert keep.sum() > 300, pose
+        diff = np.abs(out[by0:by1, bx0:bx1].astype(int) - img[by0:by1, bx0:bx1])[keep]
+        assert diff.max() <= 2, (pose, diff.max(), (diff > 2).mean())
+
+
 def _tears(animator, pose, closure=0.0):
     """(holes, largest jump): pixels inside the head's outer ring that no triangle covers (they would show the
     unmoved photo: a tear), and the largest jump of the backward map between neighbouring pixels inside the face
@@ -236,3 +265,30 @@ def test_seeded_renders_identical_and_the_head_moves(renders, astronaut, tracker
     # the mouth track follows the moving head: it differs from the still render's where the head turned
     moved = np.abs(a.mouth_landmarks - renders["still"].mouth_landmarks).max(axis=(1, 2))
     assert moved.max() > 0.5
+
+
+def test_rendered_blinks_close_the_eyes_on_the_planned_frames(renders, tracker):
+    """The plan is what is drawn: on each planned blink's peak frame the re-tracked eyes are far more closed
+    than on the frames without a blink (the 30 s plan test above counts the blinks; this checks they show)."""
+    a = renders["a"]
+    assert a.motion.blinks, "no blink planned in this render: pick another seed"
+    ear = np.array([motion.eye_aspect_ratio(tracker.detect(fr)[0].landmarks) for fr in a.frames])
+    open_ = np.median(ear[a.motion.closure == 0])
+    for t, _ in a.motion.blinks:
+        assert ear[t] < 0.75 * open_, (t, ear[t], open_)
+
+
+def test_keep_expression_closes_the_photos_smile_at_rest(pipeline, astronaut, grid_wav, tracker):
+    """The resting mouth: 0 (the default) closes the photo's open smile in the pauses, 1 keeps the photo's own
+    mouth, 0.5 lies between (re-tracked on the first frame, which is silent in the GRID recording)."""
+    with face.FaceTracker(static=True) as still:
+        photo = face.mouth_opening(still.detect(astronaut)[0].landmarks)
+        assert photo > 0.08  # the astronaut smiles with her teeth showing
+        rest = {}
+        for k in (0.0, 0.5, 1.0):
+            res = pipeline.render(astronaut, grid_wav[:16000], output=None, return_frames=True,
+                                  options=RenderOptions(head_motion="still", keep_expression=k))
+            rest[k] = face.mouth_opening(still.detect(res.frames[0])[0].landmarks)
+    assert rest[0.0] < 0.5 * photo
+    assert abs(rest[1.0] - photo) < 0.01
+    assert rest[0.0] < rest[0.5] < rest[1.0]
