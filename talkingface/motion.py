@@ -314,6 +314,16 @@ def blink_closure(n: int, blinks: list[tuple[int, float]], curve: np.ndarray) ->
     return np.clip(out, 0.0, 1.0)
 
 
+def blink_count_range(n_frames: int) -> tuple[int, int]:
+    """The numbers of blinks a render of ``n_frames`` may have: those within BLINK_RANGE per minute, or, when no
+    whole number lies within (renders of a few seconds), the two around it."""
+    minutes = n_frames / FPS / 60.0
+    lo, hi = BLINK_RANGE[0] * minutes, BLINK_RANGE[1] * minutes
+    if int(np.ceil(lo)) <= int(np.floor(hi)):
+        return int(np.ceil(lo)), int(np.floor(hi))
+    return int(np.floor(lo)), int(np.ceil(hi))
+
+
 def plan_motion(vad: np.ndarray, *, level: str = "natural", seed: int = 0, blinks: bool = True,
                 head_scale: float = 1.0, library: Library | None = None) -> MotionPlan:
     """Head pose and eyelid closure per frame (25 fps) for speech with voice activity ``vad`` (T,) bool.
@@ -334,11 +344,12 @@ def plan_motion(vad: np.ndarray, *, level: str = "natural", seed: int = 0, blink
     pose = lim * np.tanh(raw * amount / lim) if amount > 0 else np.zeros((n, 3))
     blink_list: list[tuple[int, float]] = []
     if blinks:
-        # the count over the render stays within BLINK_RANGE (for renders long enough to count: >= 10 s)
-        for _ in range(20):
+        # the count over the render stays within BLINK_RANGE: the whole counts it allows (a short render, where
+        # none lies within, gets the nearest: a 6 s render 2 blinks, not the 4 that chance gave one before)
+        lo, hi = blink_count_range(n)
+        for _ in range(50):
             blink_list = _blink_times(speaking, lib, rng, BLINK_RATE)
-            per_min = len(blink_list) / (n / FPS / 60.0)
-            if n < 10 * FPS or BLINK_RANGE[0] <= per_min <= BLINK_RANGE[1]:
+            if lo <= len(blink_list) <= hi:
                 break
     closure = blink_closure(n, blink_list, lib.blink_curve)
     return MotionPlan(pose, closure, blink_list, level, seed)

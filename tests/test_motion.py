@@ -58,6 +58,18 @@ def test_blink_rate_duration_and_full_closure_on_30s(speech_vad_30s):
         assert plan.closure.min() == 0.0
 
 
+def test_short_renders_blink_at_the_asked_rate_too(speech_vad_30s):
+    """Renders of a few seconds get the whole number of blinks nearest the asked rate (a 6 s validation clip
+    rendered 4 blinks, 39 per minute, when only renders of 10 s or more were held to the range)."""
+    assert motion.blink_count_range(30 * 25) == (8, 13)  # 16-26 per minute
+    assert motion.blink_count_range(6 * 25) == (2, 2) and motion.blink_count_range(3 * 25) == (1, 1)
+    for seconds in (3, 4.5, 6.1, 8, 12):
+        n = int(seconds * 25)
+        lo, hi = motion.blink_count_range(n)
+        counts = {len(motion.plan_motion(speech_vad_30s[:n], seed=seed).blinks) for seed in range(12)}
+        assert min(counts) >= lo and max(counts) <= hi, (seconds, counts, (lo, hi))
+
+
 def test_more_blinks_in_pauses_than_while_speaking():
     rng = np.random.default_rng(0)
     vad = np.zeros(25 * 600, bool)  # 10 minutes: 3 s phrases, 1 s pauses
