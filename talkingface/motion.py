@@ -289,8 +289,9 @@ def _blink_times(speaking: np.ndarray, lib: Library, rng: np.random.Generator, r
         near = [o for o in onsets if abs(o - f) <= 10]
         if near:
             f = near[0] + 2
-        if not times or f - times[-1] >= 15:  # at least 0.6 s apart
-            times.append(min(f, n - 1))
+        # at least 0.6 s apart, and whole: no render starts or ends with the eyes closed
+        if (not times or f - times[-1] >= 15) and 3 <= f < n - 7:
+            times.append(f)
         c += rng.gamma(4.0, mean_iv / 4.0)
     durs = lib.blink_frames[(lib.blink_frames >= 2.5) & (lib.blink_frames <= 10.0)]
     if len(durs) == 0:

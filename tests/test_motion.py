@@ -66,8 +66,12 @@ def test_short_renders_blink_at_the_asked_rate_too(speech_vad_30s):
     for seconds in (3, 4.5, 6.1, 8, 12):
         n = int(seconds * 25)
         lo, hi = motion.blink_count_range(n)
-        counts = {len(motion.plan_motion(speech_vad_30s[:n], seed=seed).blinks) for seed in range(12)}
+        plans = [motion.plan_motion(speech_vad_30s[:n], seed=seed) for seed in range(12)]
+        counts = {len(p.blinks) for p in plans}
         assert min(counts) >= lo and max(counts) <= hi, (seconds, counts, (lo, hi))
+        # every blink whole: no render starts or ends with the eyes closed (one validation clip's blink peaked on
+        # its last frame)
+        assert all(p.closure[0] == 0 and p.closure[-1] == 0 for p in plans)
 
 
 def test_more_blinks_in_pauses_than_while_speaking():
