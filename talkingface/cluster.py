@@ -140,7 +140,7 @@ def run(todo: list[int], args_of: Callable[[int], tuple], on_result: Callable[[i
         gpus = (gpus_per_worker if gpus_per_worker is not None else 1.0) if cuda else 0
         res = ray.cluster_resources()
         if cuda and res.get("GPU", 0) < gpus:
-            raise InputError(f"--device cuda needs {gpus} GPU per worker; the Ray cluster has {res.get('GPU', 0):g}")
+            raise InputError(f"--device cuda needs {gpus:g} GPU per worker; the Ray cluster has {res.get('GPU', 0):g}")
         if res.get("CPU", 0) < cpus_per_worker:
             raise InputError(f"a worker needs {cpus_per_worker:g} CPU; the Ray cluster has {res.get('CPU', 0):g}")
         if memory_gb and res.get("memory", 0) < memory_gb * 2**30:  # a small machine: declaring it would never fit

@@ -142,3 +142,35 @@ def test_killed_ray_driver_takes_its_workers_and_the_rerun_resumes(local_ray, sh
     records = dub_batch(jobs, out, executor="ray", workers=1, progress=False)
     assert [r["status"] for r in records] == ["skipped", "done"]
     assert sorted(p.name for p in out.iterdir()) == sorted([batch.STATE_DIR, batch.SUMMARY, "job0.mp4", "job1.mp4"])
+
+
+def test_ray_refuses_what_the_cluster_cannot_hold_before_starting_a_worker(local_ray, short_jobs, tmp_path):
+    """--device cuda on a cluster without GPUs, and a worker larger than the cluster: a clear error naming what is
+    missing, no worker started, nothing written but the summary of pending jobs."""
+    from talkingface.errors import InputError
+
+    jobs = short_jobs[0][:1]
+    with pytest.raises(InputError, match="needs 1 GPU per worker; the Ray cluster has 0"):
+        dub_batch(jobs, tmp_path / "gpu", executor="ray", device="cuda", progress=False)
+    with pytest.raises(InputError, match="a worker needs 64 CPU; the Ray cluster has 2"):
+        dub_batch(jobs, tmp_path / "cpu", executor="ray", cpus_per_worker=64, progress=False)
+    for out in (tmp_path / "gpu", tmp_path / "cpu"):
+        assert sorted(p.name for p in out.iterdir()) == sorted([batch.STATE_DIR, batch.SUMMARY])
+        assert not list((out / batch.STATE_DIR).iterdir())
+
+
+def test_a_worker_with_other_checkpoints_than_the_driver_stops_the_batch(local_ray, short_jobs, tmp_path):
+    """The resume keys name the driver's weights: a node that would load other weights must not write outputs
+    under them. The worker compares its own models_in_use with the driver's and refuses to start."""
+    from talkingface import cluster
+    from talkingface.errors import TalkingFaceError
+
+    job = short_jobs[0][0]
+    out = tmp_path / "out"
+    out.mkdir()
+    results = []
+    with pytest.raises(TalkingFaceError, match="differ from the driver's"):
+        cluster.run([0], lambda i: (job.video, job.audio, str(out / "x.mp4"), {}, "0" * 8),
+                    lambda i, r: results.append(r), bid="0" * 8, folders=[str(out)], workers=1,
+                    models=batch.models_in_use(None) + " (another node's)")
+    assert not results and not list(out.iterdir())
