@@ -194,3 +194,45 @@ def test_cli_batch_refuses_an_escaping_output(grid_video_path, tmp_path, capsys)
     assert main(["batch", str(jobs), "--out-dir", str(tmp_path / "out")]) == 1
     assert "outside the output folder" in capsys.readouterr().err
     assert not (tmp_path / "escape.mp4").exists()
+
+
+class _InstantPipeline:
+    """Dubs in no time (writes a few bytes): what is left to time is the driver's own bookkeeping."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+
+    def dub(self, video, audio, output, options):
+        time.sleep(self.seconds)
+        Path(output).write_bytes(b"not a video")
+
+        class R:
+            n_frames = frames_dubbed = 25
+            frames_no_face = frames_turned = 0
+            n_faces = 1
+            face_box = (0, 0, 1, 1)
+            adapt = None
+
+        return R()
+
+
+def test_summary_of_a_large_batch_is_not_rewritten_after_every_job(grid_video_path, tmp_path, monkeypatch):
+    """A 10,000-job summary is ~6 MB of JSON (0.3-0.6 s to write here): rewritten after every job it would make the
+    driver, not the workers, the limit of a large Ray batch (at most 2-3 jobs/s). Small batches still rewrite it after
+    every job; a large one at most every 20 times its writing time, and always at the end."""
+    writes = []
+    real = batch._write_json_atomic
+    monkeypatch.setattr(batch, "_write_json_atomic",
+                        lambda path, data, bid: (writes.append(Path(path).name), real(path, data, bid)))
+    small = [DubJob(grid_video_path, WAV, f"s{k}.mp4") for k in range(4)]
+    records = dub_batch(small, tmp_path / "small", pipeline=_InstantPipeline(0.3), progress=False)
+    assert [r["status"] for r in records] == ["done"] * 4
+    assert writes.count(batch.SUMMARY) == 5  # the pending list, then after each job
+    writes.clear()
+    n = 600
+    jobs = [DubJob(grid_video_path, WAV, f"j{k:05d}.mp4") for k in range(n)]
+    records = dub_batch(jobs, tmp_path / "large", pipeline=_InstantPipeline(), progress=False)
+    assert [r["status"] for r in records] == ["done"] * n
+    assert writes.count(batch.SUMMARY) < n / 10, writes.count(batch.SUMMARY)
+    summary = json.loads((tmp_path / "large" / batch.SUMMARY).read_text())
+    assert [r["status"] for r in summary] == ["done"] * n  # the last state is on disk
