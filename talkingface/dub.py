@@ -34,7 +34,7 @@ from . import audio as audio_mod
 from . import checks, face, media, metrics, mouth, provenance, tracking
 from .composite import Compositor
 from .errors import InputError
-from .texture import draw_sketch, generator_mask, lip_weight_map, to_tensor, to_uint8
+from .texture import lip_weight_map, sketches, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -271,14 +271,14 @@ def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], 
     n_hold = len(hold)
     ops = np.array([e.opening for e in bank])
     hold_refs = train[np.argmin(np.abs(ops[hold][:, None] - ops[train][None]), axis=1)]
-    mask = torch.from_numpy(generator_mask(size)).to(device)
+    mask = gen.mask
     crops = to_tensor(np.stack([e.crop for e in bank])).to(device)  # (N, 3, S, S)
-    sketches = torch.from_numpy(np.stack([draw_sketch(e.mouth, size) for e in bank])[:, None]).to(device)
+    sk = sketches([e.mouth for e in bank], size).to(device)
     lipw = torch.from_numpy(np.stack([lip_weight_map(e.mouth, size) for e in bank])[:, None]).to(device)
 
     def loss_on(idx: np.ndarray, ref_idx: np.ndarray, model) -> torch.Tensor:
         real = crops[idx]
-        fake = model(crops[ref_idx], real * (1 - mask), sketches[idx])
+        fake = model.paint(crops[ref_idx], real, sk[idx])
         w = mask * (1 + 4 * lipw[idx])
         return (torch.abs(fake - real) * w).sum() / (w.sum() * 3)
 
@@ -361,7 +361,6 @@ def _generator_paint(pipe, generator, track: tracking.VideoTrack, mouth_canon: n
                   else np.zeros(len(mouth_canon), int))
     if len(ref_choice) >= 5:  # hold each reference for a few frames: no flicker between references
         ref_choice = median_filter(ref_choice, size=5, mode="nearest")
-    mask_t = torch.from_numpy(generator_mask(size)).to(pipe.device)
 
     def paint(frames: list[np.ndarray], work: list[tuple[int, int, int, float]], timings: dict) -> None:
         t0 = time.perf_counter()
@@ -373,12 +372,11 @@ def _generator_paint(pipe, generator, track: tracking.VideoTrack, mouth_canon: n
             affines.append(affine)
             crops.append(face.warp_crop(frames[j], affine, size))
             targets.append(face.apply_affine(target_img, affine))
-        sk = torch.from_numpy(np.stack([draw_sketch(t, size) for t in targets])[:, None]).to(pipe.device)
         crop_t = to_tensor(np.stack(crops)).to(pipe.device)
         rsel = torch.as_tensor(ref_choice[[k for _, _, k, _ in work]], device=pipe.device)
         ref_b = ref_t[rsel] if ref_t is not None else crop_t
         with torch.no_grad():
-            gen_np = to_uint8(generator(ref_b, crop_t * (1 - mask_t), sk))
+            gen_np = to_uint8(generator.paint(ref_b, crop_t, sketches(targets, size).to(pipe.device)))
         timings["texture"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         for g, (j, s, _, w) in enumerate(work):

@@ -27,7 +27,7 @@ from . import checkpoints, checks, face, media, motion, mouth, provenance
 from .composite import Compositor
 from .errors import InputError
 from .landmarks import LandmarkConfig, LandmarkModel
-from .texture import MouthGenerator, TextureConfig, draw_sketch, generator_mask, to_tensor, to_uint8
+from .texture import MouthGenerator, TextureConfig, sketches, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -385,17 +385,14 @@ class Pipeline:
         compositor = Compositor(img.shape[:2], affine, size, face.apply_affine(det.landmarks[face.MOUTH], affine),
                                 face.apply_affine(det.landmarks[face.NOSE_LINE], affine))
         ref = to_tensor(crop[None]).to(self.device)  # (1, 3, S, S)
-        masked = ref * (1 - torch.from_numpy(generator_mask(size)).to(self.device))
 
         def paint(_targets: np.ndarray, img_pts: np.ndarray, timings: dict) -> list[np.ndarray]:
             t0 = time.perf_counter()
             pts = face.apply_affine(img_pts, affine)
-            sk = np.stack([draw_sketch(p, size) for p in pts])[:, None]  # (b, 1, S, S)
             b = len(pts)
             with torch.no_grad():
-                gen = self.generator(ref.expand(b, -1, -1, -1), masked.expand(b, -1, -1, -1),
-                                     torch.from_numpy(sk).to(self.device))
-            gen_np = to_uint8(gen)  # (b, S, S, 3)
+                refs = ref.expand(b, -1, -1, -1)
+                gen_np = to_uint8(self.generator.paint(refs, refs, sketches(pts, size).to(self.device)))  # (b, S, S, 3)
             timings["texture"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             frames = [compositor(img, gen_np[i], crop, pts[i]) for i in range(b)]

@@ -65,6 +65,11 @@ def draw_sketch(points: np.ndarray, size: int) -> np.ndarray:
     return canvas.astype(np.float32) / 255.0
 
 
+def sketches(points, size: int) -> torch.Tensor:
+    """(B, 1, S, S) float32 sketches of B mouths (each (59, 2) in crop pixels), the generator's third input."""
+    return torch.from_numpy(np.stack([draw_sketch(p, size) for p in points])[:, None])
+
+
 def lip_weight_map(points: np.ndarray, size: int, dilate: int = 6) -> np.ndarray:
     """(size, size) float32, 1 inside the (dilated) outer lip contour: where L1 gets extra weight."""
     m = np.zeros((size, size), np.uint8)
@@ -111,6 +116,12 @@ class MouthGenerator(nn.Module):
         )
         self.out = nn.Conv2d(chans[0], 3, 3, padding=1)
         self.register_buffer("mask", torch.from_numpy(generator_mask(c.size))[None, None])  # (1, 1, S, S)
+
+    def paint(self, ref: torch.Tensor, crop: torch.Tensor, sketch: torch.Tensor) -> torch.Tensor:
+        """The one way every caller paints a batch of mouths (photo render, dub, --adapt, training): ``crop``'s
+        mouth region is hidden (this generator's own mask) and repainted to ``sketch`` in the appearance of ``ref``.
+        ref, crop: (B, 3, S, S) in [-1, 1]; sketch: (B, 1, S, S), see :func:`sketches`."""
+        return self(ref, crop * (1 - self.mask), sketch)
 
     def forward(self, ref: torch.Tensor, masked: torch.Tensor, sketch: torch.Tensor) -> torch.Tensor:
         x = torch.cat([ref, masked, sketch], dim=1)  # (B, 7, S, S)

@@ -63,6 +63,27 @@ def test_generator_and_discriminator_forward_backward():
     _all_params_have_grad(disc)
 
 
+def test_generator_paint_hides_the_mouth_itself():
+    """MouthGenerator.paint is the one home the photo render, the dub, --adapt and training paint through: it hides
+    the crop's mouth region with the generator's own mask, so what is under the mask cannot leak into the output,
+    and the crop outside it comes back unchanged. (Before, each caller masked the crop with its own copy.)"""
+    from talkingface.texture import sketches
+
+    torch.manual_seed(1)
+    gen = MouthGenerator(TINY_TEX).eval()
+    ref, crop = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    pts = [np.array([[20 + i % 20, 40 + i // 20] for i in range(59)], float)] * 2
+    sk = sketches(pts, 64)
+    assert sk.shape == (2, 1, 64, 64) and sk.dtype == torch.float32 and sk.max() > 0
+    other = torch.where(gen.mask > 0, torch.rand_like(crop), crop)  # a different mouth under the mask
+    with torch.no_grad():
+        out = gen.paint(ref, crop, sk)
+        assert torch.equal(out, gen.paint(ref, other, sk))
+        assert torch.equal(out, gen(ref, crop * (1 - gen.mask), sk))
+    keep = (gen.mask == 0).expand_as(out)
+    assert torch.equal(out[keep], crop[keep])
+
+
 def _shipped_texture_v1_output() -> np.ndarray:
     """A slice of the shipped texture-v1 generator's output on a fixed input: the bundled photo's aligned face
     crop, its lower half masked, with the mouth sketch of its own landmarks (so the input is a real face)."""

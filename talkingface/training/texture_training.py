@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..texture import MouthGenerator, PatchDiscriminator, TextureConfig, draw_sketch, generator_mask, lip_weight_map
+from ..texture import MouthGenerator, PatchDiscriminator, TextureConfig, draw_sketch, lip_weight_map
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,13 @@ def load_crop_clips(prepared: str, split: str = "train", max_yaw: float = 35.0) 
 
 
 class CropSampler:
-    """Random (ref, masked, sketch, real, lip_weight) batches as float tensors in [-1, 1]."""
+    """Random (ref, real, sketch, lips) batches as float tensors in [-1, 1] (the generator masks real itself)."""
 
     def __init__(self, clips: list[CropClip], size: int, seed: int = 0):
         self.clips, self.size = clips, size
         self.rng = np.random.default_rng(seed)
         lens = np.array([len(c.frames) for c in clips], np.float64)
         self.p = lens / lens.sum()
-        self.mask = generator_mask(size)
 
     def sample(self, batch: int) -> dict[str, torch.Tensor]:
         refs, reals, sketches, lips = [], [], [], []
@@ -87,9 +86,8 @@ class CropSampler:
             lips.append(lip_weight_map(pts, s))
         real = torch.from_numpy(np.stack(reals)).permute(0, 3, 1, 2) / 127.5 - 1  # (B, 3, S, S)
         ref = torch.from_numpy(np.stack(refs)).permute(0, 3, 1, 2) / 127.5 - 1
-        mask = torch.from_numpy(self.mask)[None, None]
         return {
-            "ref": ref, "real": real, "masked": real * (1 - mask),
+            "ref": ref, "real": real,  # the generator's paint() hides real's mouth region itself
             "sketch": torch.from_numpy(np.stack(sketches))[:, None],  # (B, 1, S, S)
             "lips": torch.from_numpy(np.stack(lips))[:, None],
         }
@@ -117,7 +115,7 @@ def train(clips: list[CropClip], config: TextureConfig, *, steps: int, batch: in
     step = 0
     for step in range(steps):
         b = {k: v.to(device) for k, v in sampler.sample(batch).items()}
-        fake = gen(b["ref"], b["masked"], b["sketch"])  # (B, 3, S, S)
+        fake = gen.paint(b["ref"], b["real"], b["sketch"])  # (B, 3, S, S)
         use_adv = step >= warmup
         # 1. discriminator: real pairs vs generated and vs real-with-wrong-sketch
         if use_adv:
@@ -169,7 +167,8 @@ def validation_l1(gen: MouthGenerator, clips: list[CropClip], n: int = 256, seed
     """Reconstruction error on held-out speakers (reference = another frame of the same clip)."""
     sampler = CropSampler(clips, gen.config.size, seed)
     b = sampler.sample(n)
-    fake = torch.cat([gen(b["ref"][i:i + 32], b["masked"][i:i + 32], b["sketch"][i:i + 32]) for i in range(0, n, 32)])
+    fake = torch.cat([gen.paint(b["ref"][i:i + 32], b["real"][i:i + 32], b["sketch"][i:i + 32])
+                      for i in range(0, n, 32)])
     diff = (fake - b["real"]).abs()
     mask = gen.mask
     return {
