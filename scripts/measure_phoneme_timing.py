@@ -80,11 +80,13 @@ def grid_transcript(code: str) -> str:
 
 
 def gap(track: np.ndarray) -> np.ndarray:
-    """Inner-lip gap 13-14 in canonical cm. (T, 59, 3) -> (T,)"""
-    return track[:, face.MOUTH.index(13), 1] - track[:, face.MOUTH.index(14), 1]
+    """Signed inner-lip gap 13-14 in canonical cm (face.lip_gap). (T, 59, 3) -> (T,)"""
+    return face.lip_gap(track, y_down=False)
 
 
 def width(track: np.ndarray) -> np.ndarray:
+    """Corner-to-corner x extent 61-291 in canonical cm (pose-normalized, so close to face.mouth_width's 2D
+    distance; kept as docs/LIPSYNC.md's table was measured)."""
     return track[:, face.MOUTH.index(291), 0] - track[:, face.MOUTH.index(61), 0]
 
 

@@ -157,18 +157,41 @@ def warp_crop(image: np.ndarray, affine: np.ndarray, size: int, *, replicate_bor
     return cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
-def mouth_opening(points: np.ndarray) -> np.ndarray:
-    """Inner-lip gap / inter-ocular distance. points: (..., 478|468, >=2) -> (...)."""
-    iod = np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)
-    gap = np.linalg.norm(points[..., UPPER_LIP_IN, :2] - points[..., LOWER_LIP_IN, :2], axis=-1)
-    return gap / iod
+# The mouth measures, one home (talkingface.metrics and the lip-sync export use these): each takes either all
+# FaceMesh points (..., 478|468, >=2) or the mouth alone (..., 59, >=2) in MOUTH order.
 
 
-def mouth_width(points: np.ndarray) -> np.ndarray:
-    """Mouth-corner distance / inter-ocular distance. points: (..., 478|468, >=2) -> (...)."""
-    iod = np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)
-    w = np.linalg.norm(points[..., MOUTH_LEFT, :2] - points[..., MOUTH_RIGHT, :2], axis=-1)
-    return w / iod
+def _mouth_index(points: np.ndarray, mesh_index: int) -> int:
+    return MOUTH.index(mesh_index) if points.shape[-2] == len(MOUTH) else mesh_index
+
+
+def inter_ocular(points: np.ndarray) -> np.ndarray:
+    """Outer eye-corner distance of FaceMesh points (..., 478|468, >=2) -> (...)."""
+    return np.linalg.norm(points[..., EYE_OUTER_R, :2] - points[..., EYE_OUTER_L, :2], axis=-1)
+
+
+def mouth_opening(points: np.ndarray, iod=None) -> np.ndarray:
+    """Inner-lip gap (points 13-14, a 2D distance) / inter-ocular distance. points: FaceMesh points (their own eyes
+    give the iod) or the 59 mouth points with ``iod`` given. (...) per frame."""
+    up, lo = _mouth_index(points, UPPER_LIP_IN), _mouth_index(points, LOWER_LIP_IN)
+    gap = np.linalg.norm(points[..., up, :2] - points[..., lo, :2], axis=-1)
+    return gap / (inter_ocular(points) if iod is None else iod)
+
+
+def mouth_width(points: np.ndarray, iod=None) -> np.ndarray:
+    """Mouth-corner distance (61-291) / inter-ocular distance; points and ``iod`` as :func:`mouth_opening`."""
+    left, right = _mouth_index(points, MOUTH_LEFT), _mouth_index(points, MOUTH_RIGHT)
+    w = np.linalg.norm(points[..., left, :2] - points[..., right, :2], axis=-1)
+    return w / (inter_ocular(points) if iod is None else iod)
+
+
+def lip_gap(points: np.ndarray, *, y_down: bool) -> np.ndarray:
+    """Signed vertical inner-lip gap (upper lip 13 above lower lip 14 is positive; crossed lips negative), in the
+    points' own units: y_down for image pixels, False for the canonical space (y up). The lip-sync export (clamped
+    at 0) and the phoneme-timing measurement use it where "closed" must not read as a small opening."""
+    up, lo = _mouth_index(points, UPPER_LIP_IN), _mouth_index(points, LOWER_LIP_IN)
+    gap = points[..., up, 1] - points[..., lo, 1]
+    return -gap if y_down else gap
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,8 @@ def resample(track: np.ndarray, fps_in: float, fps_out: float, n_out: int | None
 
 def _opening_width(points: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
     """Inner-lip gap (13-14) and corner distance (61-291) per frame, in the document's units."""
-    up, lo = face.MOUTH.index(face.UPPER_LIP_IN), face.MOUTH.index(face.LOWER_LIP_IN)
-    left, right = face.MOUTH.index(face.MOUTH_LEFT), face.MOUTH.index(face.MOUTH_RIGHT)
-    gap = points[:, up, 1] - points[:, lo, 1]
-    if space == "image":
-        gap = -gap  # image y grows downwards
-    width = np.linalg.norm(points[:, right, :2] - points[:, left, :2], axis=-1)
-    return np.maximum(gap, 0.0), width
+    gap = face.lip_gap(points, y_down=space == "image")  # image y grows downwards
+    return np.maximum(gap, 0.0), face.mouth_width(points, 1.0)
 
 
 def mouth_data(points: np.ndarray, fps: float, *, phonemes: Sequence[Phone] | None = None,

@@ -23,13 +23,13 @@ def canonical_iod() -> float:
 
 
 def opening(mouth: np.ndarray, iod: float) -> np.ndarray:
-    """Inner-lip gap per frame / iod. mouth: (T, 59, >=2) -> (T,)."""
-    return np.linalg.norm(mouth[:, I_UP, :2] - mouth[:, I_LO, :2], axis=-1) / iod
+    """Inner-lip gap per frame / iod (face.mouth_opening). mouth: (T, 59, >=2) -> (T,)."""
+    return face.mouth_opening(mouth, iod)
 
 
 def width(mouth: np.ndarray, iod: float) -> np.ndarray:
-    """Mouth-corner distance per frame / iod. (T, 59, >=2) -> (T,)."""
-    return np.linalg.norm(mouth[:, I_LEFT, :2] - mouth[:, I_RIGHT, :2], axis=-1) / iod
+    """Mouth-corner distance per frame / iod (face.mouth_width). (T, 59, >=2) -> (T,)."""
+    return face.mouth_width(mouth, iod)
 
 
 def lip_distance(pred: np.ndarray, real: np.ndarray, iod: float) -> float:

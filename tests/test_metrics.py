@@ -31,6 +31,24 @@ def test_opening_width_and_distance():
     assert metrics.lip_distance(shifted, mouth, 1.5) == pytest.approx(2.0)
 
 
+def test_one_home_for_the_mouth_measures():
+    """The evaluation's measures (59 mouth points), the re-tracked measures (478 FaceMesh points) and the lip-sync
+    export's signed gap are the same formulas in face.py, whichever layout they are given."""
+    from talkingface import face, lipsync
+
+    mesh = np.random.default_rng(0).normal(size=(5, 478, 3))
+    mouth, iod = mesh[:, face.MOUTH], face.inter_ocular(mesh)
+    np.testing.assert_array_equal(face.mouth_opening(mouth, iod), face.mouth_opening(mesh))
+    np.testing.assert_array_equal(metrics.opening(mouth, iod), face.mouth_opening(mesh))
+    np.testing.assert_array_equal(metrics.width(mouth, iod), face.mouth_width(mesh))
+    closed = np.zeros((2, 59, 3))  # upper inner lip above the lower one by 1, then crossed by 1 (y up)
+    closed[0, metrics.I_UP, 1], closed[1, metrics.I_UP, 1] = 1.0, -1.0
+    np.testing.assert_array_equal(face.lip_gap(closed, y_down=False), [1.0, -1.0])
+    np.testing.assert_array_equal(face.lip_gap(closed, y_down=True), [-1.0, 1.0])
+    opening, _ = lipsync._opening_width(closed, "canonical")
+    np.testing.assert_array_equal(opening, [1.0, 0.0])  # crossed lips export as closed, not as open
+
+
 def test_sharpness_sees_blur(astronaut):
     import cv2
 
