@@ -436,19 +436,24 @@ def test_ctrl_c_in_code_run_from_a_string_exits_130_under_python_m(tmp_path):
     assert list(work.iterdir()) == []
 
 
-def test_ctrl_c_while_python_m_starts_is_one_line(tmp_path):
+@pytest.mark.parametrize("start", ["runpy.run_module('talkingface', run_name='__main__')",  # python -m talkingface
+                                   "from talkingface.__main__ import run; sys.exit(run())"])  # the console script
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, start):
     """Ctrl-C 0.4 s after `python -m talkingface` (still importing the command line: argparse, gettext) was a
-    KeyboardInterrupt traceback: the import is now inside the handling too."""
+    KeyboardInterrupt traceback: the import is now inside the handling too, for the `talkingface` command as well."""
     code = ("import runpy, sys\n"
             "class Interrupt:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
             "        if name == 'talkingface.cli':\n"
             "            raise KeyboardInterrupt\n"
-            "sys.meta_path.insert(0, Interrupt())\n"
-            "runpy.run_module('talkingface', run_name='__main__')\n")
+            "sys.meta_path.insert(0, Interrupt())\n" + start + "\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=GLOG,
                        timeout=60)
     assert r.returncode == 130 and r.stderr.strip() == "talkingface: interrupted; no output was written", r.stderr
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"talkingface": "talkingface.__main__:run"}
 
 
 def test_a_signal_after_the_work_is_done_is_not_called_success(tmp_path):
