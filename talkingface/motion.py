@@ -462,6 +462,19 @@ def eyes_visible(image: np.ndarray, landmarks: np.ndarray) -> tuple[bool, str]:
     return True, ""
 
 
+def facing_angles(landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[float, float]:
+    """Yaw and pitch (degrees) of the face against its own line of sight, which is what the warp can show.
+    face.head_pose measures against the camera's axis (focal length = image width), so a frontal face high in a
+    tall portrait reads as pitched: the astronaut padded to 512 x 1212 with her face at the top, 58 deg, which
+    switched her head motion off. The ray to the face's centre is taken out."""
+    h, w = shape
+    pose = face.head_pose(landmarks, shape)
+    cx, cy = np.asarray(landmarks, np.float64)[: face.N_MESH, :2].mean(0)
+    ray_x = np.degrees(np.arctan((cx - w / 2) / w))
+    ray_y = np.degrees(np.arctan((cy - h / 2) / w))
+    return float(pose.yaw - ray_x), float(pose.pitch + ray_y)
+
+
 class HeadAnimator:
     """Moves one photo's head and eyelids per frame (see the module doc). Built once per render."""
 
@@ -537,12 +550,12 @@ class HeadAnimator:
         log.debug("'%s': head motion with %.0f%% of the face's depth", source, 100 * self.depth)
         # safety: how much motion this photo allows, and whether it can blink
         self.head_scale, self.blinks = 1.0, True
-        pose = face.head_pose(lm, self.shape)
-        turn = max(abs(pose.yaw) / 30.0, abs(pose.pitch) / 25.0)
+        yaw, pitch = facing_angles(lm, self.shape)
+        turn = max(abs(yaw) / 30.0, abs(pitch) / 25.0)
         if turn > 1.0:
             self.head_scale = float(np.clip(2.0 - turn, 0.0, 0.5))
             log.info("'%s': the face is turned (yaw %.0f, pitch %.0f deg): head motion reduced to %.0f%%",
-                     source, pose.yaw, pose.pitch, 100 * self.head_scale)
+                     source, yaw, pitch, 100 * self.head_scale)
         margin = min(oval_img[:, 0].min(), oval_img[:, 1].min(), w - 1 - oval_img[:, 0].max(),
                      h - 1 - oval_img[:, 1].max())
         face_w = np.ptp(oval_img[:, 0])

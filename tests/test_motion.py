@@ -245,6 +245,18 @@ def test_bad_input_degrades_safely(tracker, astronaut, caplog):
         an2 = motion.HeadAnimator(astronaut, turned.astype(np.float32), face.FaceFrame.fit(turned), segment=False,
                                   source="turned.jpg")
     assert an2.head_scale <= 0.5 and "turned" in caplog.text
+    # ... but a frontal face away from the image's centre is not turned: the astronaut at the top of a tall
+    # portrait (a phone's format) or at the side of a wide one keeps all its motion (the camera-axis pitch of the
+    # tall one is 58 deg: it used to get none)
+    for pad in ((0, 700, 0, 0), (0, 0, 600, 0), (0, 0, 0, 600)):
+        img = cv2.copyMakeBorder(astronaut, *pad, cv2.BORDER_REFLECT)
+        d = tracker.detect(img)[0]
+        yaw, pitch = motion.facing_angles(d.landmarks, img.shape[:2])
+        assert abs(yaw) < 10 and abs(pitch) < 18, (pad, yaw, pitch)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="talkingface.motion"):
+            an3 = motion.HeadAnimator(img, d.landmarks, face.FaceFrame.fit(d.landmarks), segment=False, source="tall")
+        assert an3.head_scale == 1.0 and "turned" not in caplog.text, (pad, caplog.text)
     plan = motion.plan_motion(np.ones(250, bool), seed=0, head_scale=an2.head_scale, blinks=an2.blinks)
     assert np.abs(plan.pose).max() <= np.abs(motion.plan_motion(np.ones(250, bool), seed=0).pose).max() * 0.5 + 1e-9
 
