@@ -27,8 +27,10 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
     info = meta["info"]
     lines = [f"# {name}: training report", "", f"- model: `{kind}`, config: `{json.dumps(meta['config'])}`"]
     if kind == "landmarks":
+        videos = [c for c in info["train_clips"] if not c.startswith("audio:")]
+        speakers = [s for s in info["train_speakers"] if not s.startswith("audio:")]
         lines += [
-            f"- data: {len(info['train_clips'])} training clips of {len(info['train_speakers'])} speakers "
+            f"- data: {len(videos)} training clips of {len(speakers)} speakers "
             f"(../shared/data/videos, speaker-disjoint from validation); feature: {info['feature']}",
             f"- training: {info['steps']} steps, batch {info['batch']} x {info['window']} frames, AdamW lr "
             f"{info['lr']}, weight decay {info['weight_decay']}, {info['seconds']} s on the machine that ran it",
@@ -37,6 +39,18 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
             f"- audio/video offsets corrected on {len(info.get('av_shifts', {}))} training clips: "
             f"{json.dumps(info.get('av_shifts', {}))}",
         ]
+        if "distillation" in info:
+            d = info["distillation"]
+            extra = d.get("extra_audio")
+            lines.append(
+                f"- distilled from `{d['teacher']}` (its predictions from `{d['feature_kind']}` features are targets "
+                f"with weight {d['weight']}, the real mouths {1 - d['weight']:g}) on the training clips"
+                + (f" and {extra['files']} speech recordings without video ({extra['seconds']} s, "
+                   f"{extra['folder']}; one in five held out as the development set, files naming a validation "
+                   f"speaker skipped)" if extra else ""))
+        if "sync_delay_source" in info:
+            lines.append(f"- sync delay: {info['sync_delay']} frames at load, {info['sync_delay_source']} (the "
+                         "student learns the teacher's undelayed output)")
         if "sync_delay_cv" in info:
             cv = info["sync_delay_cv"]
             lines.append(

@@ -7,6 +7,9 @@
     python scripts/train_landmarks.py --feature whisper_stream --causal \
         --av-offsets-from checkpoints/landmarks-v1.safetensors       # the live model (talkingface.live)
     python scripts/train_landmarks.py --sync-delay-cv checkpoints/landmarks-v1.safetensors   # delay of a model
+    python scripts/train_landmarks.py --feature whisper_stream --causal --conv-kernel 7 \
+        --av-offsets-from checkpoints/landmarks-v1.safetensors --teacher checkpoints/landmarks-v1.safetensors \
+        --distill 0.5 --extra-audio ../shared/data/audio        # the live model, distilled from the offline one
 
 Model selection (feature kind, sizes) and the sync delay use cross-validation on the training speakers;
 the validation speakers are only scored, never tuned on. Training also decides the delay
@@ -81,6 +84,13 @@ def main() -> None:
     ap.add_argument("--sync-delay-cv", metavar="CHECKPOINT",
                     help="only decide the sync delay of CHECKPOINT's recipe (its config, AV offsets and steps) by "
                          "CV on the training speakers; writes runs/sync-delay-<name>.json for export_checkpoints.py")
+    ap.add_argument("--teacher", metavar="CHECKPOINT",
+                    help="distil: also learn this model's predictions (on its own feature kind; train clips only)")
+    ap.add_argument("--distill", type=float, default=0.5,
+                    help="with --teacher: weight of the teacher's targets in the loss (default: %(default)s)")
+    ap.add_argument("--extra-audio", metavar="FOLDER",
+                    help="with --teacher: speech recordings without video, learnt from the teacher's predictions "
+                         "only (files that name a validation speaker are skipped)")
     ap.add_argument("--out", default="runs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
@@ -128,9 +138,25 @@ def main() -> None:
     original_feats = {c.name: c.feats for c in clips}  # held-out clips are always scored as recorded
     lt.apply_av_offsets(clips, shifts)
 
+    extra: list[lt.Clip] = []
+    teacher_info: dict = {}
+    if args.teacher:
+        teacher_info = add_teacher_targets(args, clips, shifts)
+        if args.extra_audio:
+            extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), args.feature,
+                                        load_teacher(args.teacher))
+            teacher_info["extra_audio"] = {"folder": args.extra_audio, "files": len(extra),
+                                           "seconds": round(sum(len(c.feats) for c in extra) / 25, 1)}
+        print(f"distilling {args.teacher} (weight {args.distill}): "
+              f"{sum(c.teacher is not None for c in clips)} training clips"
+              + (f" + {len(extra)} audio-only recordings ({teacher_info['extra_audio']['seconds']} s)" if extra else ""))
+
     def fit(clip_set):
-        model, log = lt.train(clip_set, config, steps=args.steps, seed=args.seed, device=args.device)
+        model, log = lt.train(clip_set + extra, config, steps=args.steps, seed=args.seed, device=args.device,
+                              distill=args.distill if args.teacher else 0.0)
         log["info"]["av_shifts"] = shifts
+        if args.teacher:
+            log["info"]["distillation"] = {**teacher_info, "weight": args.distill}
         return model, log
 
     if args.cv:
@@ -154,23 +180,58 @@ def main() -> None:
     train_only = [c for c in clips if c.split == "train"]
     for c in train_only:  # the CV reads features as recorded and applies the offsets itself
         c.feats = original_feats[c.name]
-    sync = ({"sync_delay": 0, "skipped": True} if args.no_sync_cv else
-            lt.cross_validate_sync_delay(train_only, config, shifts, steps=args.steps, seed=args.seed,
-                                         device=args.device))
+    if args.teacher:  # the student learns the teacher's raw (undelayed) output, so it takes the teacher's delay
+        from talkingface import checkpoints
+
+        teacher_delay = int(checkpoints.read_checkpoint(args.teacher)[1]["info"].get("sync_delay", 0))
+        sync = {"sync_delay": teacher_delay, "source": f"the teacher's ({os.path.basename(args.teacher)})"}
+    elif args.no_sync_cv:
+        sync = {"sync_delay": 0, "skipped": True}
+    else:
+        sync = lt.cross_validate_sync_delay(train_only, config, shifts, steps=args.steps, seed=args.seed,
+                                            device=args.device)
     direction = lt.energy_direction(clips)
     val = [c for c in clips if c.split == "val"]
     rows = evaluate(model, val, direction)
     summary = summarize(rows)
     print_summary(f"validation speakers ({len(val)} clips, {args.feature})", summary)
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"landmarks-{args.feature}{'-causal' if args.causal else ''}.safetensors")
+    path = os.path.join(args.out, f"landmarks-{args.feature}{'-causal' if args.causal else ''}"
+                                  f"{'-distilled' if args.teacher else ''}.safetensors")
     info = {**log["info"], "feature": args.feature, "av_correction": not args.no_av_correction,
             "val_summary": summary, "energy_direction": direction.tolist(),
-            "sync_delay": sync["sync_delay"], **({} if args.no_sync_cv else {"sync_delay_cv": sync})}
+            "sync_delay": sync["sync_delay"],
+            **({} if args.no_sync_cv or args.teacher else {"sync_delay_cv": sync}),
+            **({"sync_delay_source": sync["source"]} if args.teacher else {})}
     save_module(path, model, config, model="landmarks", info=info)
     with open(path.replace(".safetensors", ".json"), "w") as f:
         json.dump({"info": info, "history": log["history"], "val_rows": rows}, f, indent=1)
     print(f"wrote {path}")
+
+
+def load_teacher(path: str):
+    from talkingface import checkpoints
+    from talkingface.landmarks import LandmarkModel
+
+    model, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
+    return model.eval()
+
+
+def add_teacher_targets(args, clips: list, shifts: dict[str, int]) -> dict:
+    """Each training clip's ``teacher`` targets: the teacher's predictions from its own feature kind, shifted by
+    the same audio/video offset as the student's features (validation clips never get any)."""
+    teacher = load_teacher(args.teacher)
+    kind = teacher.config.feature_kind
+    for c in clips:
+        if c.split != "train":
+            continue
+        d = np.load(os.path.join(args.data, c.name + ".npz"))
+        side = os.path.join(args.data, f"{c.name}.{kind}.npy")
+        feats = lt.shift(d[kind] if kind in d.files else np.load(side), shifts.get(c.name, 0))
+        if len(feats) != len(c.feats):
+            raise SystemExit(f"{c.name}: {kind} has {len(feats)} frames, {args.feature} {len(c.feats)}")
+        c.teacher = lt.distillation_targets(teacher, feats)
+    return {"teacher": os.path.basename(args.teacher), "feature_kind": kind}
 
 
 if __name__ == "__main__":

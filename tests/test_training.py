@@ -101,3 +101,85 @@ def test_sync_delay_cross_validation_finds_the_lead(monkeypatch):
     assert res["sync_delay"] == 2 and set(res["clips"]) == {"x_GRID_a", "x_GRID_b"}
     assert set(seen) == {"x_GRID_a", "x_GRID_b"}  # validation and non-anchor clips are never predicted
     assert res["r_by_delay"][2] > 0.99 > res["r_by_delay"][0]
+
+
+def _distill_clips(rng, n_feat=8):
+    from talkingface import metrics
+    from talkingface.training import landmark_training as lt
+
+    clips = []
+    for i in range(3):
+        t = 100
+        feats = rng.standard_normal((t, n_feat)).astype(np.float32)
+        opening = np.convolve(feats[:, 0], np.ones(3) / 3, mode="same")  # the mouth follows feature 0
+        mouth = np.zeros((t, 59, 3), np.float32)
+        mouth[:, metrics.I_LO, 1] = -0.5 * opening
+        mouth[:, :, 0] += 0.01 * rng.standard_normal((t, 59))
+        clips.append(lt.Clip(f"c{i}", f"spk{i}", "train", feats, mouth, np.ones(t, bool), np.zeros(t, np.float32),
+                             np.zeros((59, 3), np.float32)))
+    return clips
+
+
+def test_distillation_learns_the_teacher_on_audio_without_video():
+    """An audio-only clip (no mouth) teaches through the teacher's targets alone: with distill=0 it is left out
+    entirely (bit-identical weights), with distill=1 the student ends much closer to the teacher on it."""
+    from talkingface.landmarks import LandmarkModel
+    from talkingface.training import landmark_training as lt
+
+    rng = np.random.default_rng(0)
+    cfg = LandmarkConfig(feature_dim=8, hidden=16, n_pca=4, conv_kernel=3, bidirectional=False)
+    clips = _distill_clips(rng)
+    torch.manual_seed(1)
+    teacher = LandmarkModel(cfg).eval()  # a fixed random function of the features, in the student's PCA space
+    basis, _, _ = lt.fit_pca(clips, lt.speaker_scales(clips), cfg.n_pca)
+    teacher.pca_basis.copy_(torch.from_numpy(basis))
+    torch.nn.init.normal_(teacher.head[1].weight, std=1.0)
+    feats = rng.standard_normal((200, 8)).astype(np.float32)
+    target = lt.distillation_targets(teacher, feats)
+    assert target.shape == (200, 59 * 3) and np.abs(target).max() > 0
+    audio = lt.Clip("audio:x", "audio:x", "train", feats, np.zeros((200, 59, 3), np.float32), np.zeros(200, bool),
+                    np.zeros(200, np.float32), np.zeros((59, 3), np.float32), teacher=target)
+
+    plain, _ = lt.train(clips, cfg, steps=5, batch=4, window=40)
+    ignored, _ = lt.train(clips + [audio], cfg, steps=5, batch=4, window=40, distill=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ignored.state_dict().values()))
+
+    def err(model):
+        return float(((lt.distillation_targets(model, feats) - target) ** 2).mean())
+
+    without, _ = lt.train(clips + [audio], cfg, steps=80, batch=4, window=40, distill=0.0)
+    with_teacher, log = lt.train(clips + [audio], cfg, steps=80, batch=4, window=40, distill=1.0)
+    assert "audio:x" in log["info"]["train_clips"]
+    assert err(with_teacher) < 0.5 * err(without)
+
+
+def test_audio_only_recordings_for_distillation(tmp_path, grid_wav_path):
+    """Recordings without video become distillation clips: features of both kinds on one timeline, computed once,
+    a file naming a validation speaker never used, one in five held out as the development set."""
+    from talkingface.landmarks import LandmarkModel
+    from talkingface.training import landmark_training as lt
+    from talkingface.training.prepare import prepare_audio_folder
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    names = ["spk_x_a", "spk_x_b", "OpenTalker__DPE__2", "someone_May_5s"]  # DPE__2 is a dev recording
+    for n in names:
+        shutil.copy(grid_wav_path, folder / f"{n}.wav")
+    out = tmp_path / "prepared_audio"
+    ready = prepare_audio_folder(str(folder), str(out))
+    assert sorted(ready) == sorted(names[:3])  # the validation speaker's file is skipped
+    d = np.load(out / "spk_x_a.npz")
+    assert d["whisper"].shape == d["whisper_stream"].shape and len(d["energy"]) == len(d["whisper"]) > 50
+    stamp = (out / "spk_x_a.npz").stat().st_mtime_ns
+    prepare_audio_folder(str(folder), str(out))
+    assert (out / "spk_x_a.npz").stat().st_mtime_ns == stamp  # computed once
+    assert lt.is_dev_recording("OpenTalker__DPE__2") and not lt.is_dev_recording("spk_x_a")
+
+    teacher = LandmarkModel(LandmarkConfig(feature_kind="whisper", feature_dim=384)).eval()
+    clips = lt.audio_only_clips(str(folder), str(out), "whisper_stream", teacher)
+    dev = lt.audio_only_clips(str(folder), str(out), "whisper_stream", teacher, dev=True)
+    assert sorted(c.name for c in clips) == ["audio:spk_x_a", "audio:spk_x_b"]
+    assert [c.name for c in dev] == ["audio:OpenTalker__DPE__2"]
+    c = clips[0]
+    assert not c.valid.any() and c.teacher.shape == (len(c.feats), 59 * 3)
+    np.testing.assert_allclose(c.teacher, lt.distillation_targets(teacher, d["whisper"]), atol=1e-6)

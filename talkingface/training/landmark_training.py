@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ class Clip:
     valid: np.ndarray  # (T,) bool
     energy: np.ndarray  # (T,) dB
     neutral: np.ndarray  # (59, 3)
+    teacher: np.ndarray | None = None  # (T, 59*3) a teacher model's normalized offsets (``distillation_targets``)
 
 
 def shift(x: np.ndarray, k: int) -> np.ndarray:
@@ -159,6 +161,36 @@ def cross_validate_sync_delay(clips: list[Clip], config: LandmarkConfig, offsets
             "anchor": anchor, "seed": seed}
 
 
+def is_dev_recording(name: str) -> bool:
+    """One in five audio-only recordings (fixed by a hash of the name) is never trained on: the development set on
+    which distillation variants are compared (the validation speakers stay untouched for reporting)."""
+    return zlib.crc32(name.encode()) % 5 == 0
+
+
+def audio_only_clips(folder: str, prepared_audio: str, feature_kind: str, teacher: LandmarkModel, *,
+                     dev: bool = False) -> list[Clip]:
+    """Speech recordings without video as training clips for distillation: the student's features and the
+    teacher's predictions as ``teacher`` targets; no mouth (``valid`` all False). Features are computed once
+    into ``prepared_audio`` (``prepare.prepare_audio_folder``). ``dev``: the held-out recordings instead
+    (``is_dev_recording``)."""
+    from .prepare import prepare_audio_folder
+
+    clips = []
+    for name in prepare_audio_folder(folder, prepared_audio):
+        if is_dev_recording(name) != dev:
+            continue
+        d = np.load(os.path.join(prepared_audio, name + ".npz"))
+        feats = d[feature_kind].astype(np.float32)
+        n = len(feats)
+        if n < MIN_CLIP_FRAMES:
+            continue
+        p = teacher.config.n_points
+        clips.append(Clip(f"audio:{name}", f"audio:{name}", "train", feats, np.zeros((n, p, 3), np.float32),
+                          np.zeros(n, bool), d["energy"].astype(np.float32), np.zeros((p, 3), np.float32),
+                          teacher=distillation_targets(teacher, d[teacher.config.feature_kind][:n])))
+    return clips
+
+
 def apply_av_offsets(clips: list[Clip], offsets: dict[str, int]) -> None:
     """Shift the features of the training clips named in ``offsets`` in place (validation clips never)."""
     for c in clips:
@@ -189,20 +221,43 @@ def fit_pca(clips: list[Clip], scales: dict[str, np.ndarray], k: int) -> tuple[n
     return vt[:k].astype(np.float32), mean, explained
 
 
+def _masked_losses(pred: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared error of positions and of frame-to-frame velocities over the frames where m (B, W, 1) is 1."""
+    loss_pos = ((pred - y) ** 2 * m).sum() / (m.sum() * y.shape[-1] + 1e-6)
+    mv = m[:, 1:] * m[:, :-1]
+    loss_vel = (((pred[:, 1:] - pred[:, :-1]) - (y[:, 1:] - y[:, :-1])) ** 2 * mv).sum() / (
+        mv.sum() * y.shape[-1] + 1e-6)
+    return loss_pos, loss_vel
+
+
+def distillation_targets(teacher: LandmarkModel, feats: np.ndarray) -> np.ndarray:
+    """A teacher model's normalized offsets (T, P*3) for features of its own kind (no sync delay: the student
+    learns the teacher's raw output and is given the teacher's delay)."""
+    with torch.no_grad():
+        return teacher(torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None])[0].flatten(1).numpy()
+
+
 def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch: int = 32, window: int = 80,
           lr: float = 2e-3, weight_decay: float = 1e-2, feat_noise: float = 0.1, seed: int = 0,
-          device: str = "cpu") -> tuple[LandmarkModel, dict]:
+          device: str = "cpu", distill: float = 0.0) -> tuple[LandmarkModel, dict]:
+    """``distill`` > 0: the loss mixes the real mouths (weight 1 - distill) with the clips' ``teacher`` targets
+    (weight distill; a teacher's predictions, on every frame, also on audio-only clips without a face)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    train_clips = [c for c in clips if c.split == "train" and len(c.feats) >= MIN_CLIP_FRAMES]
-    scales = speaker_scales(train_clips)
-    basis, mean, explained = fit_pca(train_clips, scales, config.n_pca)
+    train_clips = [c for c in clips if c.split == "train" and len(c.feats) >= MIN_CLIP_FRAMES
+                   and (c.valid.any() or (distill > 0 and c.teacher is not None))]
+    labelled = [c for c in train_clips if c.valid.any()]  # audio-only clips (teacher targets only) have no mouth
+    scales = speaker_scales(labelled)
+    basis, mean, explained = fit_pca(labelled, scales, config.n_pca)
     model = LandmarkModel(config).to(device)
     model.pca_basis.copy_(torch.from_numpy(basis))
     model.pca_mean.copy_(torch.from_numpy(mean))
     model.cm_per_unit.copy_(torch.from_numpy(np.mean(list(scales.values()), axis=0).astype(np.float32)))
     targets = [((c.mouth - c.neutral).reshape(len(c.mouth), -1) / scales[c.speaker]).astype(np.float32)
-               for c in train_clips]
+               if c.valid.any() else np.zeros((len(c.feats), c.mouth.shape[1] * 3), np.float32) for c in train_clips]
+    teach = [c.teacher.astype(np.float32) if distill > 0 and c.teacher is not None else np.zeros_like(t)
+             for c, t in zip(train_clips, targets)]
+    has_teacher = [distill > 0 and c.teacher is not None for c in train_clips]
     weights = np.array([len(c.feats) for c in train_clips], np.float64)
     weights /= weights.sum()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -211,7 +266,7 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
     t0 = time.time()
     model.train()
     for step in range(steps):
-        xs, ys, ms = [], [], []
+        xs, ys, ms, ts, tms = [], [], [], [], []
         for i in rng.choice(len(train_clips), size=batch, p=weights):
             c = train_clips[i]
             s = rng.integers(0, max(1, len(c.feats) - window + 1))
@@ -219,16 +274,20 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
             xs.append(np.pad(c.feats[s : s + window], ((0, pad), (0, 0)), mode="edge"))  # padding masked out
             ys.append(np.pad(targets[i][s : s + window], ((0, pad), (0, 0)), mode="edge"))
             ms.append(np.pad(c.valid[s : s + window], (0, pad)))
+            ts.append(np.pad(teach[i][s : s + window], ((0, pad), (0, 0)), mode="edge"))
+            tms.append(np.pad(np.full(min(window, len(c.feats) - s), has_teacher[i]), (0, pad)))
         x = torch.from_numpy(np.stack(xs)).to(device)  # (B, W, F)
         y = torch.from_numpy(np.stack(ys)).to(device)  # (B, W, P*3)
         m = torch.from_numpy(np.stack(ms)).float().to(device)[..., None]  # (B, W, 1)
         x = x + feat_noise * x.std() * torch.randn_like(x)
         pred = model(x).flatten(2)  # (B, W, P*3)
-        loss_pos = ((pred - y) ** 2 * m).sum() / (m.sum() * y.shape[-1] + 1e-6)
-        mv = m[:, 1:] * m[:, :-1]
-        loss_vel = (((pred[:, 1:] - pred[:, :-1]) - (y[:, 1:] - y[:, :-1])) ** 2 * mv).sum() / (
-            mv.sum() * y.shape[-1] + 1e-6)
+        loss_pos, loss_vel = _masked_losses(pred, y, m)
         loss = loss_pos + 2.0 * loss_vel
+        if distill > 0:
+            t = torch.from_numpy(np.stack(ts)).to(device)
+            tm = torch.from_numpy(np.stack(tms)).float().to(device)[..., None]
+            t_pos, t_vel = _masked_losses(pred, t, tm)
+            loss = (1 - distill) * loss + distill * (t_pos + 2.0 * t_vel)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -129,3 +129,39 @@ def add_stream_features(out_dir: str) -> int:
         os.replace(tmp, path)
         done += 1
     return done
+
+
+AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
+
+
+def prepare_audio_folder(folder: str, out_dir: str) -> list[str]:
+    """Features of speech recordings without video (``../shared/data/audio``), for distilling a landmark model
+    from another: ``<out_dir>/<name>.npz`` with the same feature arrays as a clip (whisper, whisper_stream,
+    logmel, energy) and no face. Files already there are kept; a file whose name mentions a validation speaker
+    (``speakers.VALIDATION_NAME_HINTS``) is skipped. Returns the names ready in ``out_dir``."""
+    from .speakers import names_validation_speaker
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTS)
+    if not paths:
+        raise FileNotFoundError(f"no audio files in '{folder}'")
+    os.makedirs(out_dir, exist_ok=True)
+    encoder = stream = None
+    names = []
+    for p in tqdm(paths, desc="audio features", unit="file"):
+        if names_validation_speaker(p.stem):
+            log.info("skipping %s: it names a validation speaker", p.name)
+            continue
+        path = os.path.join(out_dir, f"{p.stem}.npz")
+        if not os.path.exists(path):
+            if encoder is None:
+                encoder = audio_mod.WhisperEncoder()
+                stream = audio_mod.StreamingWhisper(encoder)
+            wav = media.load_audio(str(p))
+            feats = {"whisper": encoder(wav), "whisper_stream": stream(wav),
+                     "logmel": audio_mod.logmel_features(wav), "energy": audio_mod.speech_energy(wav)}
+            n = min(len(v) for v in feats.values())
+            tmp = os.path.join(out_dir, f".{p.stem}.tmp.npz")
+            np.savez(tmp, **{k: v[:n] for k, v in feats.items()})
+            os.replace(tmp, path)
+        names.append(p.stem)
+    return names

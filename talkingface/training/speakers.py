@@ -48,6 +48,16 @@ KNOWN_SPEAKERS = {
 # mix of clean-sync clips (two GRID speakers, video-retalking face_1) and harder real-world ones.
 VALIDATION_SPEAKERS = ("grid_woman_d", "grid_man_e", "retalking_man1", "feifei_li", "katie_hill", "theresa_may")
 
+# Words in a file name that point at a validation speaker (or a validation clip's own audio): recordings whose
+# names contain one are never used for training, not even as unlabelled audio.
+VALIDATION_NAME_HINTS = ("grid_lwbsza", "grid_sbwe5n", "retalking__face_1", "feifei", "katiehill", "katie_hill",
+                         "may_5s", "theresa")
+
+
+def names_validation_speaker(stem: str) -> bool:
+    s = stem.lower()
+    return any(h in s for h in VALIDATION_NAME_HINTS) or s in VALIDATION_SPEAKERS
+
 
 def speaker_of(stem: str, folder: str | None = None) -> str:
     if folder:
