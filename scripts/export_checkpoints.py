@@ -79,7 +79,11 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
             f"{info['val_l1_mask']:.4f}, on the lips {info['val_l1_lips']:.4f} (images in [-1, 1])",
         ]
         keys = ("l1", "l1_lips", "adv", "fm", "d")
-    lines += ["", "## Training losses", "", "| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += ["", "## Training losses", ""]
+    if kind == "landmarks" and "distillation" in info:
+        lines += ["`loss` is what was minimized (the teacher targets' error mixed with the real mouths' by the "
+                  "distillation weight); `pos` and `vel` are the errors against the real mouths alone.", ""]
+    lines += ["| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     picks = sorted({int(i) for i in np.linspace(0, len(history) - 1, min(12, len(history)))})
     for i in picks:
         h = history[i]
@@ -141,9 +145,12 @@ def export_mouth(source: Path, name: str, directory: Path) -> None:
     checkpoints.add_to_manifest(directory, name, file, model="mouth",
                                 info={"report": f"{name}.md", "config": config.to_dict()})
     print(f"exported {directory / file} ({(directory / file).stat().st_size / 1e6:.1f} MB)")
+
+
 def history_from_report(text: str) -> list[dict]:
     """The loss rows of a report's "Training losses" table (the report keeps them when the run's log is gone)."""
-    rows = text.split("## Training losses", 1)[1].strip().splitlines()
+    section = text.split("## Training losses", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in section.strip().splitlines() if r.startswith("|")]  # prose before the table is skipped
     keys = [k.strip() for k in rows[0].strip("|").split("|")]
     return [{k: (int(v) if k == "step" else float(v)) for k, v in zip(keys, r.strip("|").split("|"), strict=True)}
             for r in rows[2:] if r.startswith("|")]
