@@ -271,6 +271,15 @@ def _open_interior(ff: face.FaceFrame, rest: np.ndarray) -> mouth.InteriorSource
     return mouth.InteriorSource(crop, pts)
 
 
+def _open_scene(opening: float = 0.5):
+    """The synthetic face, its landmarks, resting mouth, a bright interior source, a texture and a target mouth
+    opened by ``opening``: what the option tests paint with."""
+    ff = _frame()
+    lm = _landmarks(ff)
+    rest = ff.to_canonical(lm[face.MOUTH])
+    return ff, lm, rest, _open_interior(ff, rest), _texture(), _open_mouth(mouth.neutral_rest(rest), opening)
+
+
 def _distance_from(job: dict, lm: np.ndarray, ff: face.FaceFrame, target: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """Per pixel of the job's box: distance (px) to the target's inner-lip polygon (its inside and its outline)."""
     import cv2
@@ -302,12 +311,7 @@ def test_options_defaults_and_checks():
 def test_feather_zero_keeps_the_hard_edge_exactly():
     """feather_cm 0: the opening's alpha is the anti-aliased polygon itself and the seam the drawn line, as
     before the option existed (the composite below is the stage's formula before it, written out)."""
-    ff = _frame()
-    lm = _landmarks(ff)
-    rest = ff.to_canonical(lm[face.MOUTH])
-    interior = _open_interior(ff, rest)
-    img = _texture()
-    target = _open_mouth(mouth.neutral_rest(rest), 0.5)
+    ff, lm, rest, interior, img, target = _open_scene()
     job = mouth.MouthPainter(None, options=LEGACY).prepare(img, lm, ff, target, rest, interior)
     x0, y0, x1, y1 = job["box"]
     tgt = warp.safe_target(warp.extend_points(lm), warp.extend_points(lm, warp.target_points(
@@ -322,12 +326,7 @@ def test_feather_zero_keeps_the_hard_edge_exactly():
 def test_feather_softens_only_near_the_opening():
     import cv2
 
-    ff = _frame()
-    lm = _landmarks(ff)
-    rest = ff.to_canonical(lm[face.MOUTH])
-    interior = _open_interior(ff, rest)
-    img = _texture()
-    target = _open_mouth(mouth.neutral_rest(rest), 0.5)
+    ff, lm, rest, interior, img, target = _open_scene()
     feather_cm = 0.15
     hard = mouth.MouthPainter(None, options=LEGACY).prepare(img, lm, ff, target, rest, interior)
     soft = mouth.MouthPainter(None, options=replace(LEGACY, feather_cm=feather_cm)).prepare(
