@@ -222,6 +222,21 @@ def head_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> HeadPose:
     return HeadPose(float(yaw), float(pitch), float(roll))
 
 
+
+def facing_angles(landmarks: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float]:
+    """Yaw and pitch (degrees) of the face against its own line of sight, which is what the camera shows of it
+    (and what a warp or a dub can work with). ``head_pose`` measures against the camera's axis (focal length =
+    image width), so a frontal face off the image's centre reads as turned: the astronaut padded to 512 x 1212
+    with her face at the top, 58 deg of pitch; the GRID clip padded to 360 x 988, 51 deg, which made dubbing pass
+    every frame through as turned. The ray to the face's centre is taken out."""
+    h, w = image_size
+    pose = head_pose(landmarks, image_size)
+    cx, cy = np.asarray(landmarks, np.float64)[:N_MESH, :2].mean(0)
+    ray_x = np.degrees(np.arctan((cx - w / 2) / w))
+    ray_y = np.degrees(np.arctan((cy - h / 2) / w))
+    return float(pose.yaw - ray_x), float(pose.pitch + ray_y)
+
+
 @dataclass(frozen=True)
 class DetectedFace:
     landmarks: np.ndarray  # (478, 3) float32, image pixels (z scaled like x)

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
 from . import face, warp
+from .face import facing_angles
 
 log = logging.getLogger(__name__)
 
@@ -460,19 +461,6 @@ def eyes_visible(image: np.ndarray, landmarks: np.ndarray) -> tuple[bool, str]:
     if np.mean(means) < 0.35 * np.mean(skin) and np.mean(stds) < 12.0:
         return False, "the eyes look covered (dark and flat, e.g. sunglasses)"
     return True, ""
-
-
-def facing_angles(landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[float, float]:
-    """Yaw and pitch (degrees) of the face against its own line of sight, which is what the warp can show.
-    face.head_pose measures against the camera's axis (focal length = image width), so a frontal face high in a
-    tall portrait reads as pitched: the astronaut padded to 512 x 1212 with her face at the top, 58 deg, which
-    switched her head motion off. The ray to the face's centre is taken out."""
-    h, w = shape
-    pose = face.head_pose(landmarks, shape)
-    cx, cy = np.asarray(landmarks, np.float64)[: face.N_MESH, :2].mean(0)
-    ray_x = np.degrees(np.arctan((cx - w / 2) / w))
-    ray_y = np.degrees(np.arctan((cy - h / 2) / w))
-    return float(pose.yaw - ray_x), float(pose.pitch + ray_y)
 
 
 class HeadAnimator:

@@ -59,8 +59,8 @@ class VideoTrack:
     mouth_canon: np.ndarray  # (N, 59, 3) the frame's own mouth in the canonical space
     points: np.ndarray  # (N, 478, 2) all FaceMesh points, image pixels, NOT smoothed: they are where the frame's
     #   pixels are, and the mouth stage's warp moves them by (target - mouth_canon), so their noise cancels
-    yaw: np.ndarray  # (N,) degrees
-    pitch: np.ndarray  # (N,) degrees
+    yaw: np.ndarray  # (N,) degrees, against the face's line of sight (face.facing_angles)
+    pitch: np.ndarray  # (N,) degrees, likewise
     thumbs: np.ndarray  # (N, THUMB, THUMB) uint8
     n_faces_max: int  # most faces seen in one frame
     first_box: tuple[int, int, int, int] | None  # the chosen face's box where it was first found
@@ -198,7 +198,7 @@ def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker
             previous = chosen.box
             first_box = first_box or chosen.box
             ff = face.FaceFrame.fit(lm)
-            pose = face.head_pose(lm, frame.shape[:2])
+            yaw, pitch = face.facing_angles(lm, frame.shape[:2])  # an off-centre face is not turned
             valid.append(True)
             rigid.append(np.concatenate([[ff.scale], ff.rot.ravel(), ff.t]))
             mouths.append(lm[face.MOUTH, :2].astype(np.float32))
@@ -206,12 +206,12 @@ def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker
             allpts.append(lm[:, :2].astype(np.float32))
             mc = ff.to_canonical(lm[face.MOUTH]).astype(np.float32)
             canon.append(mc)
-            yaws.append(pose.yaw)
-            pitches.append(pose.pitch)
+            yaws.append(yaw)
+            pitches.append(pitch)
             if iod is None:
                 iod = metrics.canonical_iod()
             # reservoir sample of aligned crops (near-frontal frames only): the appearance bank
-            if abs(pose.yaw) < 25 and abs(pose.pitch) < 25:
+            if abs(yaw) < 25 and abs(pitch) < 25:
                 seen_valid += 1
                 slot = len(bank) if len(bank) < bank_size else int(rng.integers(seen_valid))
                 if slot < bank_size:

@@ -286,3 +286,22 @@ def test_adapt_holds_out_a_contiguous_block_of_time():
     assert not set(hold) & set(train)
     hold, train = held_out_block(np.arange(12), gap=25)  # a short bank: the gap shrinks, training keeps 8
     assert len(hold) == 4 and len(train) == 8
+
+
+def test_an_off_centre_face_is_not_turned(tmp_path, grid_video_path):
+    """A frontal face at the top of a tall frame (a phone's format) is dubbed, not passed through as turned: the
+    camera-axis pose read the GRID face padded to 360 x 988 as pitched 51 deg (over max_angle 35 in every frame,
+    and out of the appearance bank's 25); against its own line of sight it is about as frontal as unpadded."""
+    import cv2
+
+    from talkingface import tracking
+
+    frames = [f for _, f in zip(range(30), media.iter_video_frames(grid_video_path))]
+    tall = [cv2.copyMakeBorder(f, 0, 700, 0, 0, cv2.BORDER_CONSTANT, value=(90, 90, 90)) for f in frames]
+    with face.FaceTracker(static=False) as t:
+        plain = tracking.track_video(iter(frames), video_tracker=t)
+    with face.FaceTracker(static=False) as t:
+        track = tracking.track_video(iter(tall), video_tracker=t)
+    assert track.valid.all() and len(track.bank) > 0
+    assert np.abs(track.pitch).max() < 20 and np.abs(track.yaw).max() < 10
+    assert np.abs(np.median(track.pitch) - np.median(plain.pitch)) < 5
