@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checks
-from .dub import DubOptions
+from .dub_options import DubOptions
 from .errors import InputError, TalkingFaceError
 
 log = logging.getLogger(__name__)

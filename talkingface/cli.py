@@ -54,7 +54,7 @@ def _add_dub_options(g) -> None:
 
 
 def _dub_options(args: argparse.Namespace):
-    from .dub import DubOptions
+    from .dub_options import DubOptions
 
     point = None
     if args.face_point:
@@ -475,7 +475,7 @@ def _batch(args: argparse.Namespace) -> int:
     jobs = read_jobs(args.jobs)
     import dataclasses
 
-    from .dub import DubOptions
+    from .dub_options import DubOptions
 
     base = dataclasses.asdict(DubOptions())  # only what the command line changed becomes a job default
     defaults = {k: v for k, v in dataclasses.asdict(_dub_options(args)).items() if v != base[k]}

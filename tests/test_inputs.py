@@ -44,6 +44,25 @@ def test_help_imports_nothing_heavy():
     assert time.perf_counter() - t0 < 3.0  # was 4 s with torch imported at start (here: a loaded 2-core box)
 
 
+@pytest.mark.parametrize("content, expected", [
+    (None, "does not exist"),
+    ("video,audio\n", "no jobs"),
+    ("video,audio\nv.mp4,a.wav,extra\n", "job file"),
+])
+def test_batch_job_file_mistakes_are_refused_without_torch(tmp_path, content, expected):
+    """The batch reads and checks its job file before any model or torch is imported (a missing job file took 6-8 s:
+    talkingface.batch imported the dubbing module, and torch with it, for its options)."""
+    jobs = tmp_path / "jobs.csv"
+    if content is not None:
+        jobs.write_text(content)
+    code = ("import sys; from talkingface.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch' in sys.modules, rc)")
+    r = subprocess.run([sys.executable, "-c", code, "batch", str(jobs), "--out-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=tmp_path, env=GLOG, timeout=120)
+    assert r.stdout.split() == ["False", "1"] and expected in _error_line(r), (r.stdout, r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
 def test_lazy_names_still_resolve():
     import talkingface
 
