@@ -141,10 +141,10 @@ def main() -> None:
     extra: list[lt.Clip] = []
     teacher_info: dict = {}
     if args.teacher:
-        teacher_info = add_teacher_targets(args, clips, shifts)
+        teacher = load_teacher(args.teacher)
+        teacher_info = add_teacher_targets(args, clips, shifts, teacher)
         if args.extra_audio:
-            extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), args.feature,
-                                        load_teacher(args.teacher))
+            extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), args.feature, teacher)
             teacher_info["extra_audio"] = {"folder": args.extra_audio, "files": len(extra),
                                            "seconds": round(sum(len(c.feats) for c in extra) / 25, 1)}
         print(f"distilling {args.teacher} (weight {args.distill}): "
@@ -217,10 +217,9 @@ def load_teacher(path: str):
     return model.eval()
 
 
-def add_teacher_targets(args, clips: list, shifts: dict[str, int]) -> dict:
+def add_teacher_targets(args, clips: list, shifts: dict[str, int], teacher) -> dict:
     """Each training clip's ``teacher`` targets: the teacher's predictions from its own feature kind, shifted by
     the same audio/video offset as the student's features (validation clips never get any)."""
-    teacher = load_teacher(args.teacher)
     kind = teacher.config.feature_kind
     for c in clips:
         if c.split != "train":

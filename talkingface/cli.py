@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -407,6 +408,7 @@ def _check_speech_options(args: argparse.Namespace) -> None:
                        "to a recording; with --text the speech synthesis gives the phoneme timing")
 
 
+@functools.lru_cache(maxsize=None)
 def _defaults(command: str) -> dict:
     """The options' defaults of ``render`` or ``lipsync`` (the parser's own), to tell a given option from one left
     alone."""

@@ -208,6 +208,7 @@ class LiveSession:
         self.neutral = mouth.neutral_rest(own, 1.0 - o.keep_expression)
         self._paint = pipe._photo_painter(img, det, frame, own)
         self.animator, self._plan = None, None
+        self._mark = None  # the watermark embedder, made for the first rendered frame's size
         if o.head_motion != "still":
             self.animator = motion.HeadAnimator(img, det.landmarks, frame, source=name)
         self._motion = motion
@@ -319,7 +320,7 @@ class LiveSession:
         stream is labelled too. About 0.06 ms a 512 px frame."""
         from . import watermark
 
-        if getattr(self, "_mark", None) is None or self._mark.shape != img.shape:
+        if self._mark is None or self._mark.shape != img.shape:
             self._mark = watermark.Embedder(img.shape[0], img.shape[1])
         return self._mark(np.ascontiguousarray(img))
 
