@@ -99,10 +99,14 @@ class LiveStats:
 class LiveGate:
     """The speech gate of ``Pipeline.predict_mouth`` made causal. A frame is speech when its speech-band energy is
     above -60 dB and within 30 dB of the loudest frame so far, and Silero VAD heard a voice within 3 frames before
-    it (or the one after). The gate opens at once and closes over 4 frames after the last speech frame (the
-    offline gate also opens 2 frames early, which needs the future)."""
+    it (or the one after, where that audio is in). Like the offline gate it opens ``EARLY`` (2) frames before the
+    speech: frame t's gate looks at the audio up to frame t + 2, which a live frame waits for anyway (its mouth
+    needs features up to t + 1 from a Whisper window reaching one frame further), so opening early costs no
+    latency. It closes over 4 frames after the last speech frame. (The offline gate's opening ramp before those
+    2 frames would need more of the future.)"""
 
     RELEASE = np.hanning(2 * 4 + 3)[1:-1][5:]  # the falling half of the offline gate's kernel (4 frames)
+    EARLY = 2  # frames the gate opens before the speech (pipeline._smooth_gate's attack)
 
     def __init__(self):
         from scipy import signal
@@ -144,22 +148,26 @@ class LiveGate:
                 self._vad_probs.append(float(np.asarray(out).ravel()[0]))
             self._vad_pending = y[m * audio_mod.SILERO_CHUNK:]
 
-    def _voice(self, t: int) -> bool:
+    def _voice(self, t: int, last: int) -> bool:
+        """Silero heard a voice from 3 frames before frame t to the one after it, but not past frame ``last``."""
         if self._session is None:
             return True
         lo = max(0, (t - 3) * SPF // audio_mod.SILERO_CHUNK)
-        hi = min(len(self._vad_probs), -(-(t + 2) * SPF // audio_mod.SILERO_CHUNK))
+        hi = -(-(min(t + 1, last) + 1) * SPF // audio_mod.SILERO_CHUNK)
+        # only Silero chunks that end inside frame ``last``: what is in does not depend on how the audio was chunked
+        hi = min(len(self._vad_probs), hi, (last + 1) * SPF // audio_mod.SILERO_CHUNK)
         return any(p > 0.5 for p in self._vad_probs[lo:hi])
 
     def known(self) -> int:
-        """Frames whose gate value can be decided now (their audio and the next frame's are in)."""
-        return max(0, len(self.loud) - 1)
+        """Frames whose gate value can be decided now (their audio and the next ``EARLY`` frames' are in)."""
+        return max(0, len(self.loud) - self.EARLY)
 
     def value(self, t: int) -> float:
         """Gate of frame t (frames in order, t < known())."""
         while len(self.gate) <= t:
             k = len(self.gate)
-            speech = self.loud[k] and self._voice(k)
+            last = min(k + self.EARLY, len(self.loud) - 1)  # the audio this frame's decision may use
+            speech = any(self.loud[j] and self._voice(j, last) for j in range(k, last + 1))
             self._since_speech = 0 if speech else self._since_speech + 1
             s = self._since_speech
             self.gate.append(1.0 if s <= 2 else float(self.RELEASE[s - 3]) if s - 3 < len(self.RELEASE) else 0.0)
@@ -258,7 +266,8 @@ class LiveSession:
         with self._lock:
             self._add_preds(preds)
             pad = (-self._n_samples) % SPF
-            self.gate.push(np.zeros(pad + SPF, np.float32))  # completes the last frame, and one to decide it
+            # completes the last frame, and the ones after it that decide its gate
+            self.gate.push(np.zeros(pad + LiveGate.EARLY * SPF, np.float32))
             self._ended = True
 
     def _add_preds(self, preds: torch.Tensor) -> None:
@@ -276,7 +285,7 @@ class LiveSession:
     def _ready(self) -> int:
         if self._ended:
             upto = self.n_frames()
-        else:  # frame t shows prediction t - delay and needs its own audio (and the next frame's, for the gate)
+        else:  # frame t shows prediction t - delay and needs its own audio (and the next EARLY frames', for the gate)
             upto = min(len(self._preds) + self.delay, self.gate.known(), self._n_samples // SPF)
         return max(0, upto - self._next)
 
