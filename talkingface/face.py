@@ -237,6 +237,23 @@ def facing_angles(landmarks: np.ndarray, image_size: tuple[int, int]) -> tuple[f
     return float(pose.yaw - ray_x), float(pose.pitch + ray_y)
 
 
+# degrees of yaw or pitch (against the line of sight) a photo's face may be turned: a 3/4 view renders well (the most
+# turned of the 79 shared portraits, 48 deg), a near-profile hides half of the mouth
+PHOTO_MAX_ANGLE = 60.0
+
+
+def check_facing(landmarks: np.ndarray, image_size: tuple[int, int], source: str,
+                 max_angle: float = PHOTO_MAX_ANGLE) -> None:
+    """Refuse a photo whose face is turned beyond ``max_angle`` (a near-profile): the mouth stage warps the face's
+    own pixels in its own plane, and beyond that the far half of the mouth is hidden and a warp would tear it.
+    (Dubbing passes such frames through instead: ``DubOptions.max_angle``.)"""
+    yaw, pitch = facing_angles(landmarks, image_size)
+    for name, v, side in (("yaw", yaw, "to the side"), ("pitch", pitch, "up or down")):
+        if abs(v) > max_angle:
+            raise InputError(f"the face in '{source}' is turned {abs(v):.0f} degrees {side} ({name}); a photo needs "
+                             f"a face within {max_angle:.0f} degrees of facing the camera: use a more frontal photo")
+
+
 @dataclass(frozen=True)
 class DetectedFace:
     landmarks: np.ndarray  # (478, 3) float32, image pixels (z scaled like x)

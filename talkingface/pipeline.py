@@ -179,8 +179,12 @@ class Pipeline:
 
     @_exclusive
     def analyze_face(self, image: np.ndarray, source: str, face_index: int | None) -> tuple[face.DetectedFace, int]:
+        """The photo's face to animate (and how many faces it has); refused, naming the photo, when it is turned
+        too far from the camera for the mouth stage (``face.check_facing``)."""
         faces = self.tracker.detect(image)
-        return face.pick_face(faces, face_index, source), len(faces)
+        det = face.pick_face(faces, face_index, source)
+        face.check_facing(det.landmarks, image.shape[:2], source)
+        return det, len(faces)
 
     @_exclusive
     def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, *, motion_scale: float = 1.0,

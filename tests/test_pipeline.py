@@ -138,3 +138,33 @@ def test_runtime_never_imports_the_training_code(astronaut_path, grid_wav_path):
     run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("ok") and str(root) in run.stdout  # this checkout's code was the one tested
+
+
+def _turned_landmarks(yaw_deg: float, size: int = 512) -> np.ndarray:
+    """FaceMesh-like (478, 3) image points of the canonical face turned ``yaw_deg`` about its vertical axis,
+    seen by the camera head_pose assumes (focal length = image width), centred in a size x size image."""
+    mesh = face.canonical_mesh()
+    a = np.radians(yaw_deg)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    p = mesh @ rot.T
+    z = 40.0 - p[:, 2]  # 40 cm in front of the camera (the mesh is y-up, z towards the camera)
+    xy = np.stack([size / 2 + size * p[:, 0] / z, size / 2 - size * p[:, 1] / z], 1)
+    pts = np.concatenate([xy, (p[:, 2:] * size / 40.0)], 1)
+    return np.concatenate([pts, np.repeat(pts[:1], 10, 0)]).astype(np.float32)
+
+
+def test_a_profile_photo_is_refused_by_name_and_leaves_nothing(pipeline, tmp_path, astronaut_path, grid_wav_path,
+                                                              monkeypatch):
+    """Issue 9's bad input: a face turned beyond the supported angle (60 degrees: a near-profile) is refused with a
+    message that names the photo and the angle, before anything is written; 3/4 views are fine."""
+    for yaw in (20.0, -25.0, 50.0):
+        face.check_facing(_turned_landmarks(yaw), (512, 512), "ok.png")
+    yaw, _ = face.facing_angles(_turned_landmarks(75.0), (512, 512))
+    assert 65 < abs(yaw) < 85
+    lm = _turned_landmarks(75.0)
+    det = face.DetectedFace(lm, (int(lm[:, 0].min()), int(lm[:, 1].min()), int(lm[:, 0].max()), int(lm[:, 1].max())))
+    monkeypatch.setattr(pipeline.tracker, "detect", lambda image: [det])
+    out = tmp_path / "o.mp4"
+    with pytest.raises(InputError, match=r"astronaut.*turned \d+ degrees to the side"):
+        pipeline.render(astronaut_path, grid_wav_path, output=out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
