@@ -107,6 +107,12 @@ def mouth_report(name: str, config: dict, info: dict) -> str:
         f"- training: {info['step']} steps, {info['seconds']:.0f} s of CPU training over {len(info['runs'])} run(s) "
         f"({', '.join(str(r.get('threads')) + ' threads' for r in info['runs'])}); the weights are the EMA; "
         "pyramid L1 + spectrum L1 in the band, hinge adversarial + feature matching after the warm-up",
+        *[f"  - run {i + 1}: steps {r['start_step']}-{r.get('end_step', '?')}, {r.get('seconds', 0):.0f} s, started "
+          f"{r.get('started', '?')}; adversarial weight {r.get('adv_weight', 0.05)}, feature matching "
+          f"{r.get('fm_weight', 1.0)}, L1 inside the opening x{r.get('hole_l1', 1.0)}"
+          for i, r in enumerate(info["runs"])],
+        *([f"- forked at step {info['forked_from']['step']} from {info['forked_from']['file']}: the runs before "
+           "that trained the parent's config, the runs after it this one"] if info.get("forked_from") else []),
         "", "## Held-out band L1 (images in [-1, 1], lower is better)", "",
         "| warp only (no network) | refined |", "|---|---|",
         f"| {info['val_warp_only']:.4f} | {info.get('val_refined', float('nan')):.4f} |",
@@ -139,7 +145,8 @@ def export_mouth(source: Path, name: str, directory: Path) -> None:
     file = f"{name}.safetensors"
     if (directory / file).exists():
         raise SystemExit(f"{directory / file} exists: a new model gets a new version")
-    keep = {k: info[k] for k in ("step", "seconds", "val_warp_only", "val_refined", "holdout", "runs") if k in info}
+    keep = {k: info[k] for k in ("step", "seconds", "val_warp_only", "val_refined", "holdout", "runs", "forked_from")
+            if k in info}
     checkpoints.save_module(directory / file, net.to(torch.float32), config, model="mouth", info=keep)
     (directory / f"{name}.md").write_text(mouth_report(name, config.to_dict(), info))
     checkpoints.add_to_manifest(directory, name, file, model="mouth",

@@ -26,6 +26,12 @@ def main() -> None:
     ap.add_argument("--save-minutes", type=float, default=4.0, help="checkpoint interval (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--resume", action="store_true", help="continue from --out")
+    ap.add_argument("--adv-weight", type=float, default=0.05, help="adversarial loss weight (default: %(default)s)")
+    ap.add_argument("--fm-weight", type=float, default=1.0, help="feature-matching weight (default: %(default)s)")
+    ap.add_argument("--lowpass", type=int, default=1,
+                    help="colour residual averaged over N x N pixels (1: full resolution; default: %(default)s)")
+    ap.add_argument("--hole-l1", type=float, default=1.0,
+                    help="L1 weight inside the lip opening, relative to the band (default: %(default)s)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -35,8 +41,9 @@ def main() -> None:
     holdout = load_clips(args.data, names=HOLDOUT_CLIPS)
     logging.info("%d training clips (%d frames), %d held-out clips", len(clips), sum(len(c.frame) for c in clips),
                  len(holdout))
-    train(clips, holdout, mouth.RefineConfig(), out=args.out, steps=args.steps, batch=args.batch,
-          time_limit=args.time_limit, save_minutes=args.save_minutes, resume=args.resume)
+    train(clips, holdout, mouth.RefineConfig(lowpass=args.lowpass), out=args.out, steps=args.steps, batch=args.batch,
+          time_limit=args.time_limit, save_minutes=args.save_minutes, resume=args.resume,
+          adv_weight=args.adv_weight, fm_weight=args.fm_weight, hole_l1=args.hole_l1)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ refused: settings are chosen here and checked on validation once, afterwards.
 
     python scripts/tune_mouth.py --configs "" "feather_cm=0.12" "feather_cm=0.12:smooth=0.3" --out eval/tune
 
-A config is ``MouthOptions.parse``'s "name=value:name=value" ("" = the defaults). The face tracking of each
+A config is ``MouthOptions.parse``'s "name=value:name=value" ("" = the defaults), optionally after a texture
+method of the mouth stage: "mouth-v2:feather_cm=0.06" (warp + refine network, from --checkpoints), "warp:..."
+(the default method: warp only). The face tracking of each
 clip and its predicted mouth track are computed once and reused by every config (they do not depend on the
 mouth stage's settings), so a config costs only painting, encoding and re-tracking.
 """
@@ -68,13 +70,23 @@ def main() -> None:
     ap.add_argument("--videos", default="../shared/data/videos")
     ap.add_argument("--out", default="eval/tune_mouth")
     ap.add_argument("--strip", type=int, default=0, help="write a PNG strip of N lip boxes per clip and config")
+    ap.add_argument("--checkpoints", default=None, help="checkpoint folder for mouth-v2 configs (default: shipped)")
     args = ap.parse_args()
     for c in args.clips:
         if split_of(speaker_of(c)) != "train":
             raise SystemExit(f"{c}: speaker {speaker_of(c)} is a validation speaker; tune on training clips only")
     os.makedirs(args.out, exist_ok=True)
-    configs = [(c, mouth.MouthOptions.parse(c)) for c in args.configs]
-    pipe = load(texture="warp")
+    configs = []
+    for c in args.configs:
+        if c.split(":")[0].strip() in ("warp", "mouth-v2"):
+            texture, opts = mouth.parse_method(c)
+        else:
+            texture, opts = "warp", mouth.MouthOptions.parse(c)
+        configs.append((c, texture, opts or mouth.MouthOptions()))
+    pipe = load(args.checkpoints, texture="warp")
+    painters = {"warp": pipe.painter}
+    if any(t == "mouth-v2" for _, t, _ in configs):
+        painters["mouth-v2"] = load(args.checkpoints, texture="mouth-v2").painter
     _memo_track()
     _memo_predict(pipe)
     rows = []
@@ -91,7 +103,8 @@ def main() -> None:
         reenc = list(media.iter_video_frames(reenc_path, fps=25))
         wav = media.load_audio(path)
         strips = []
-        for spec, opts in configs:
+        for spec, texture, opts in configs:
+            pipe.painter = painters[texture]
             pipe.painter.options = opts
             t0 = time.perf_counter()
             out_path = os.path.join(args.out, f"{clip}.tune.mp4")
@@ -113,7 +126,7 @@ def main() -> None:
         json.dump(rows, f, indent=1)
     lines = ["| config | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | flicker / real | r lag 0 |",
              "|---|---|---|---|---|---|---|"]
-    for spec, _ in configs:
+    for spec, _, _ in configs:
         rs = [r for r in rows if r["config"] == (spec or "(defaults)")]
         mean = {k: float(np.nanmean([r[k] for r in rs])) for k in KEYS}
         lines.append(f"| {spec or '(defaults)'} | {mean['lip_psnr']:.2f} dB | {mean['lip_ssim']:.3f} | "

@@ -117,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale of the mouth motion, 0-2 (default 1.0)")
     r.add_argument("--no-silence-gate", action="store_true", help="do not force the mouth to rest in silence")
     r.add_argument("--texture", choices=["mouth-v2", "warp", "texture-v1"], default=None,
-                   help="how the mouth is painted: mouth-v2 (the person's own pixels warped at full resolution, the "
-                        "opening filled from real mouths, refined by a small network), warp (the same without the "
-                        "network), texture-v1 (the first version's 128 px generator; needed for --adapt). "
-                        "Default: the shipped default model")
+                   help="how the mouth is painted: warp (default: the person's own pixels warped at full "
+                        "resolution, the opening filled from real mouths), mouth-v2 (the same plus a refine network: "
+                        "needs a checkpoint of that name, none is shipped since it measured worse, docs/MOUTH.md), "
+                        "texture-v1 (the first version's 128 px generator; needed for --adapt)")
     r.add_argument("--keep-expression", type=arg("keep_expression"), default=0.0, metavar="K",
                    help="photo mode: how much of the photo's own mouth expression (an open smile, say) to keep "
                         "under the speech, 0 = rest on a neutral closed mouth (default) .. 1 = keep it all")

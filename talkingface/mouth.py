@@ -64,12 +64,14 @@ class MouthOptions:
         own inner lip edge.
     """
 
-    # defaults tuned on 5 training-speaker clips (scripts/tune_mouth.py, docs/MOUTH.md); the stage before these
-    # options is feather_cm=0, seam_alpha=0.6, smooth=0, fill_reach_cm=0
-    feather_cm: float = 0.12
+    # defaults chosen on 10 training-speaker clips (scripts/tune_mouth.py, docs/MOUTH.md) before the validation run
+    # that reports them; the first tuned defaults were feather_cm=0.12, smooth=0.3, fill_reach_cm=0.3 (validation
+    # sharpness ratio 0.81: too soft), the stage before these options feather_cm=0, seam_alpha=0.6, smooth=0,
+    # fill_reach_cm=0
+    feather_cm: float = 0.06
     seam_alpha: float = 0.3
-    smooth: float = 0.3
-    fill_reach_cm: float = 0.3
+    smooth: float = 0.15
+    fill_reach_cm: float = 0.2
 
     _RANGES = {"feather_cm": (0.0, 1.0), "seam_alpha": (0.0, 1.0), "smooth": (0.0, 0.95), "fill_reach_cm": (0.0, 0.5)}
 
@@ -290,10 +292,14 @@ BAND_CM = 0.35  # how far outside the lip opening the refine network may change 
 
 
 def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.ndarray,
-                 interior: InteriorSource | None) -> dict[str, np.ndarray]:
+                 interior: InteriorSource | None, options: MouthOptions | None = None) -> dict[str, np.ndarray]:
     """Warp an aligned crop's pixels to ``tgt_points`` and fill the opening (the refine network's input, in
-    crop space; used for training, where source and target are frames of one clip)."""
+    crop space; used for training, where source and target are frames of one clip). The opening is blended
+    and the closed-lip seam drawn as ``MouthPainter.prepare`` does with the same ``options``, so the network
+    trains on what it gets when rendering."""
+    opt = options or MouthOptions()
     s = src_crop.shape[0]
+    px_per_cm = s / (2 * CROP_HALF)
     src = warp.extend_points(src_points)
     dst = warp.extend_points(src_points, tgt_points)
     tris = warp.extended_triangles()
@@ -303,12 +309,17 @@ def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.nd
     warped = cover_stale(warped, tri, src)
     stretch = warp.stretch_map(src, dst, moved, tri)
     tgt = dst[: face.N_MESH]
-    hole, band = hole_and_band(tgt, (s, s), BAND_CM / (2 * CROP_HALF) * s)
-    out = warped.astype(np.float32)
-    if interior is not None and hole.max() > 0:
+    hole, band = hole_and_band(tgt, (s, s), BAND_CM * px_per_cm)
+    sigma = opt.feather_cm * px_per_cm
+    soft = feather(hole, sigma)
+    cavity = interior.cavity if interior is not None else DEFAULT_CAVITY
+    out = closed_seam(warped.astype(np.float32), tgt, px_per_cm, (0.0, 0.0), cavity, opt.seam_alpha, sigma)
+    if interior is not None and soft.max() > 0:
         ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
-        fill = fill_interior(interior, xs, ys, tgt, scale=interior.crop.shape[0] / s)
-        out = out * (1 - hole[..., None]) + fill * hole[..., None]
+        scale = interior.crop.shape[0] / s
+        fill = fill_interior(interior, xs, ys, tgt, scale=scale,
+                             reach_px=opt.fill_reach_cm * interior.crop.shape[0] / (2 * CROP_HALF))
+        out = out * (1 - soft[..., None]) + fill * soft[..., None]
     return {"image": out, "hole": hole, "band": band, "stretch": stretch, "points": tgt}
 
 
@@ -319,8 +330,12 @@ def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.nd
 @dataclass(frozen=True)
 class RefineConfig:
     size: int = CROP_SIZE  # aligned mouth crop side (8 x 8 cm of the canonical face)
-    width: int = 16  # channels of the first level
-    levels: int = 4  # down-sampling steps: 128 -> 8
+    width: int = 16  # channels at half resolution
+    levels: int = 3  # further down-sampling steps: 64 -> 8
+    full: int = 8  # channels of the full-resolution path
+    top: int = 0  # the network sees crop rows [top, top + rows): the band around the lips lies there
+    rows: int = 96
+    lowpass: int = 1  # > 1: the colour residual is averaged over lowpass x lowpass pixels (it shades, cannot blur)
     disc_width: int = 32
 
     def to_dict(self) -> dict:
@@ -330,54 +345,53 @@ class RefineConfig:
 IN_CHANNELS = 6  # warped RGB, hole, band, log stretch
 
 
-def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, ch // 4) or 1, ch)
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.SiLU(),
-                                  nn.Conv2d(cout, cout, 3, padding=1), _norm(cout), nn.SiLU())
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.skip(x)
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
 
 
 class RefineNet(nn.Module):
-    """U-Net on the mouth crop: (B, 6, S, S) -> residual (B, 3, S, S) and alpha (B, 1, S, S).
+    """Small U-Net on the mouth crop: (B, 6, S, S) -> residual (B, 3, S, S) and alpha (B, 1, S, S).
 
     Channels in: warped image in [-1, 1] (3), hole (1), band (1), log2 of the triangle stretch / 2 (1).
-    alpha = sigmoid(logit) * band, so the network cannot change a pixel outside the band."""
+    alpha = sigmoid(logit) * band, so the network cannot change a pixel outside the band. Sized for 2 CPU cores:
+    it runs only on the crop rows [top, top + rows) that hold the lips (outside them residual and alpha are 0),
+    the U-Net starts at half resolution, and a thin full-resolution path keeps the crop's own detail (about
+    3 ms per crop on one core)."""
 
     def __init__(self, config: RefineConfig = RefineConfig()):
         super().__init__()
         self.config = c = config
-        ch = [min(c.width * 2**i, c.width * 8) for i in range(c.levels + 1)]
-        self.stem = nn.Sequential(nn.Conv2d(IN_CHANNELS, ch[0], 3, padding=1), nn.SiLU())
-        self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), _Block(ch[i + 1], ch[i + 1]))
+        ch = [min(c.width * 2**i, c.width * 4) for i in range(c.levels + 1)]
+        self.fullres = nn.Sequential(nn.Conv2d(IN_CHANNELS, c.full, 3, padding=1), _act())
+        self.stem = nn.Sequential(nn.Conv2d(IN_CHANNELS, ch[0], 4, 2, 1), _act())
+        self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), _act(),
+                                                nn.Conv2d(ch[i + 1], ch[i + 1], 3, padding=1), _act())
                                   for i in range(c.levels))
-        self.mid = _Block(ch[-1], ch[-1])
-        self.up = nn.ModuleList(_Block(ch[i + 1] + ch[i], ch[i]) if i > 0 else
-                                nn.Sequential(nn.Conv2d(ch[1] + ch[0], ch[0], 3, padding=1), nn.SiLU())
+        self.up = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i + 1] + ch[i], ch[i], 3, padding=1), _act())
                                 for i in reversed(range(c.levels)))
-        self.out = nn.Conv2d(ch[0], 4, 3, padding=1)
+        self.lift = nn.Sequential(nn.ConvTranspose2d(ch[0], c.full, 4, 2, 1), _act())
+        self.out = nn.Conv2d(2 * c.full, 4, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, 0.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        skips = [self.stem(x)]
+        c = self.config
+        w = x[:, :, c.top:c.top + c.rows]
+        skips = [self.stem(w)]
         for down in self.down:
             skips.append(down(skips[-1]))
-        h = self.mid(skips.pop())
+        h = skips.pop()
         for up in self.up:
             skip = skips.pop()
-            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = up(torch.cat([h, skip], dim=1))
-        o = self.out(h)
+            h = up(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
+        o = self.out(torch.cat([self.lift(h), self.fullres(w)], dim=1))
+        pad = (0, 0, c.top, x.shape[2] - c.top - o.shape[2])
         residual = 2.0 * torch.tanh(o[:, :3])
-        alpha = torch.sigmoid(o[:, 3:4] + 2.0) * x[:, 4:5]  # starts mostly open inside the band
+        if c.lowpass > 1:  # only smooth corrections (colour, shading): the warped pixels' detail stays
+            residual = F.interpolate(F.avg_pool2d(residual, c.lowpass, ceil_mode=True), size=residual.shape[-2:],
+                                     mode="bilinear", align_corners=False)
+        residual = F.pad(residual, pad)
+        alpha = F.pad(torch.sigmoid(o[:, 3:4] + 2.0), pad) * x[:, 4:5]  # starts mostly open inside the band
         return residual, alpha
 
     @staticmethod

@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = {"landmarks": "landmarks-v1", "texture": "warp"}
 # mouth texture methods load() accepts: the mouth stage warp-only (default: the person's own pixels warped at native
-# resolution, the opening from real mouths; no weights), the same plus its refine network (needs a trained
-# checkpoint named mouth-v2; none is shipped yet, see docs/MOUTH.md), and the first version's 128 px generator
-# (kept for comparison and for --adapt)
+# resolution, the opening from real mouths; no weights), the same plus its refine network (needs a checkpoint named
+# mouth-v2: one was trained and measured worse than warp-only, so none is shipped; docs/MOUTH.md), and the first
+# version's 128 px generator (kept for comparison and for --adapt)
 TEXTURE_METHODS = ("mouth-v2", "warp", "texture-v1")
 
 

@@ -5,7 +5,8 @@ mouth shape preferably different: the network must not learn to copy), and an in
 frame of the same clip whose mouth is at least as open as B's, as the dubbing bank would give; or a frame of
 another clip, as the photo-mode donors would; or A itself). A's crop is warped to the geometry the renderer
 would compute (A's mesh with B's 59 mouth points, spread by ``warp.spread_matrix``), the opening is filled
-from C (``mouth.compose_crop``) and the network learns to turn that into B inside the band around the lips.
+from C and blended as the renderer does, with compositing settings drawn around the defaults
+(``mouth.compose_crop``, ``mouth.MouthOptions``) and the network learns to turn that into B inside the band around the lips.
 
 Losses (no pretrained perceptual network exists offline): L1 inside the band on a 3-level image pyramid,
 a focal-frequency-style spectrum L1 of the band region, and after ``warmup`` steps a hinge patch
@@ -101,7 +102,10 @@ class PairSampler:
         src_pts = c.points[a][: face.N_MESH].astype(np.float64)
         d = c.points[b][face.MOUTH].astype(np.float64) - src_pts[face.MOUTH]
         tgt_pts = src_pts + self.spread @ d
-        comp = mouth.compose_crop(c.crops[a], src_pts, tgt_pts, self._pick_interior(c, a, b))
+        # compositing settings around the defaults (mouth.MouthOptions): the network learns to finish any of them
+        opts = mouth.MouthOptions(feather_cm=self.rng.uniform(0.03, 0.15), seam_alpha=self.rng.uniform(0.15, 0.45),
+                                  fill_reach_cm=self.rng.uniform(0.1, 0.3))
+        comp = mouth.compose_crop(c.crops[a], src_pts, tgt_pts, self._pick_interior(c, a, b), opts)
         real = c.crops[b].astype(np.float32)
         x = mouth.refine_input(comp["image"], comp["hole"], comp["band"], comp["stretch"])
         y = real.transpose(2, 0, 1) / 127.5 - 1.0
@@ -136,6 +140,7 @@ def spectrum_l1(out: torch.Tensor, real: torch.Tensor, w: torch.Tensor) -> torch
     return (fo - fr).abs().mean()
 
 
+@torch.no_grad()
 def band_l1(net: mouth.RefineNet | None, batch: dict[str, torch.Tensor]) -> float:
     """Mean absolute error inside the band (images in [-1, 1]); net=None: the warped input itself."""
     x, y = batch["x"], batch["y"]
@@ -188,34 +193,42 @@ def save_checkpoint(path: str, gen, gen_ema, disc, opt_g, opt_d, info: dict) -> 
 
 def train(clips: list[MouthClip], holdout: list[MouthClip], config: mouth.RefineConfig, *, out: str,
           steps: int, batch: int = 8, lr: float = 2e-4, warmup: int = 1500, adv_weight: float = 0.05,
-          fm_weight: float = 1.0, freq_weight: float = 1.0, ema: float = 0.999, seed: int = 0,
+          fm_weight: float = 1.0, freq_weight: float = 1.0, hole_l1: float = 1.0, ema: float = 0.999, seed: int = 0,
           save_minutes: float = 4.0, time_limit: float | None = None, resume: bool = False) -> dict:
-    """Train (or resume) and keep ``out`` (a training checkpoint) current. Returns the final info dict."""
+    """Train (or resume) and keep ``out`` (a training checkpoint) current. Returns the final info dict.
+
+    hole_l1: weight of the L1 losses inside the lip opening relative to the rest of the band (the interior comes
+    from another frame or person, so its exact teeth cannot be predicted: full L1 there pulls towards a blurred
+    average, and the adversarial and feature-matching losses are what make it look real)."""
     torch.manual_seed(seed)
     gen = mouth.RefineNet(config)
     disc = mouth.PatchDiscriminator(config)
     gen_ema = copy.deepcopy(gen).eval()
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
-    info = {"step": 0, "seconds": 0.0, "history": [], "runs": []}
+    info = {"step": 0, "seconds": 0.0, "history": [], "runs": [], "config": config.to_dict()}
     if resume and os.path.exists(out):
         from safetensors import safe_open
 
         tensors = load_file(out)
         with safe_open(out, "pt") as f:
             meta = f.metadata()
+        info = json.loads(meta["info"])
+        if info.setdefault("config", config.to_dict()) != config.to_dict():
+            raise ValueError(f"{out} was trained with config {info['config']}, not {config.to_dict()}: resume with "
+                             "the same network, or train a new one under another --out")
         gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
         gen_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
         _load_state("opt_g", opt_g, tensors, json.loads(meta["opt_g"]))
         _load_state("opt_d", opt_d, tensors, json.loads(meta["opt_d"]))
-        info = json.loads(meta["info"])
         log.info("resumed from %s at step %d (%.0f s trained)", out, info["step"], info["seconds"])
     sampler = PairSampler(clips, seed + info["step"])
     val = PairSampler(holdout, 123).sample(96) if holdout else None
     if val is not None and "val_warp_only" not in info:
         info["val_warp_only"] = band_l1(None, val)
-    run = {"start_step": info["step"], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}
+    run = {"start_step": info["step"], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(),
+           "adv_weight": adv_weight, "fm_weight": fm_weight, "freq_weight": freq_weight, "hole_l1": hole_l1}
     info["runs"].append(run)
     t_run = time.time()
     t_saved = t_run
@@ -224,8 +237,8 @@ def train(clips: list[MouthClip], holdout: list[MouthClip], config: mouth.Refine
     while step < steps:
         b = sampler.sample(batch)
         x, y = b["x"], b["y"]
-        w = x[:, 4:5]
-        region = F.max_pool2d(w, 9, 1, 4)  # the discriminator sees the band and a little around it
+        w = x[:, 4:5] * (1 - (1 - hole_l1) * x[:, 3:4])  # the band, the opening weighted by hole_l1
+        region = F.max_pool2d(x[:, 4:5], 9, 1, 4)  # the discriminator sees the band and a little around it
         residual, alpha = gen(x)
         fake = mouth.RefineNet.apply(x, residual, alpha)
         use_adv = step >= warmup

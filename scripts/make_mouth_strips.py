@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""The mouth strips of docs/MOUTH.md, from redistributable inputs only (the demo photo, the GRID clips, CC BY 4.0).
+
+Rows: the input, then each texture method (``talkingface.load(texture=...)``); columns: the same frames for every
+row (the most open predicted mouths and one rest frame), the lower face at native resolution, enlarged 2x with
+nearest-neighbour so pixels stay visible.
+
+    python scripts/make_mouth_strips.py                      # -> docs/mouth_photo_strip.jpg, docs/mouth_dub_strip.jpg
+    python scripts/make_mouth_strips.py --methods texture-v1,warp,mouth-v2 --checkpoints checkpoints
+"""
+import argparse
+import os
+
+import cv2
+import numpy as np
+
+import talkingface
+from talkingface import RenderOptions, media
+from talkingface.dub import DubOptions
+from talkingface.errors import CheckpointError
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    out = tile.copy()
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def _box(points: np.ndarray, shape: tuple[int, int], scale: float = 1.1) -> tuple[int, int, int, int]:
+    """A box around the mouth and jaw points (n, 2), ``scale`` times their width, 3:2."""
+    points = points[np.isfinite(points).all(1)]
+    cx, cy = points.mean(0)
+    w = np.ptp(points[:, 0]) * scale
+    h = w * 2 / 3
+    x0, y0 = int(max(0, cx - w / 2)), int(max(0, cy - h / 2))
+    return x0, y0, int(min(shape[1], x0 + w)), int(min(shape[0], y0 + h))
+
+
+def _strip(rows: list[tuple[str, list[np.ndarray]]], idx: list[int], box, zoom: int = 2) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    out = []
+    for name, frames in rows:
+        tiles = [cv2.resize(frames[i][y0:y1, x0:x1], None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+                 for i in idx]
+        tiles[0] = _label(tiles[0], name)
+        out.append(np.hstack(tiles))
+    return np.vstack(out)
+
+
+def _pick(opening: np.ndarray, n: int) -> list[int]:
+    """One rest frame and the n - 1 most open frames, at least 3 frames apart, in time order."""
+    chosen: list[int] = []
+    opening = np.nan_to_num(opening, nan=0.0)
+    for i in np.argsort(-opening):
+        if all(abs(int(i) - j) >= 3 for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == n - 1:
+            break
+    return sorted(chosen + [int(np.argmin(opening))])
+
+
+def _pipes(methods: list[str], checkpoints: str | None) -> list[tuple[str, talkingface.Pipeline]]:
+    pipes = []
+    for m in methods:
+        try:
+            pipes.append((m, talkingface.load(checkpoints, texture=m)))
+        except CheckpointError as e:
+            print(f"skipping {m}: {e}")
+    return pipes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="texture-v1,warp,mouth-v2")
+    ap.add_argument("--checkpoints", default=None)
+    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--out", default="docs")
+    args = ap.parse_args()
+    pipes = _pipes([m.strip() for m in args.methods.split(",") if m.strip()], args.checkpoints)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    # photo mode: the demo photo (closed mouth) speaking a GRID sentence, head still so frames line up
+    photo = media.load_image(os.path.join(root, "demo", "astronaut.jpg"))
+    wav = media.load_audio(os.path.join(root, "demo", "grid_lwbsza.wav"))
+    rows, idx, box = [("photo", None)], None, None
+    for name, pipe in pipes:
+        res = pipe.render(photo, wav, options=RenderOptions(head_motion="still"), return_frames=True)
+        if idx is None:
+            lips = res.mouth_landmarks
+            idx = _pick(np.ptp(lips[:, :, 1], axis=1), args.frames)
+            box = _box(lips.reshape(-1, 2), photo.shape[:2])
+        rows.append((name, res.frames))
+    rows[0] = ("photo", [photo] * (max(idx) + 1))
+    cv2.imwrite(os.path.join(args.out, "mouth_photo_strip.jpg"), _strip(rows, idx, box)[..., ::-1],
+                [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+    # dubbing: the GRID fixture clip dubbed with the other GRID sentence
+    video = os.path.join(root, "tests", "fixtures", "grid_lwbsza.mp4")
+    other = media.load_audio(os.path.join(root, "demo", "grid_sbwe5n.wav"))
+    src = list(media.iter_video_frames(video, fps=25))
+    rows, idx, box = [("input", src)], None, None
+    tmp = os.path.join(args.out, ".strip-dub.mp4")
+    try:
+        for name, pipe in pipes:
+            res = pipe.dub(video, other, output=tmp, options=DubOptions(fps=25, length="trim"))
+            frames = list(media.iter_video_frames(tmp, fps=25))
+            if idx is None:
+                lips = res.mouth_landmarks[: len(frames)]
+                idx = _pick(np.ptp(lips[:, :, 1], axis=1), args.frames)
+                box = _box(lips.reshape(-1, 2), src[0].shape[:2])
+            rows.append((name, frames))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    cv2.imwrite(os.path.join(args.out, "mouth_dub_strip.jpg"), _strip(rows, idx, box, zoom=3)[..., ::-1],
+                [cv2.IMWRITE_JPEG_QUALITY, 92])
+    print(f"wrote {args.out}/mouth_photo_strip.jpg and {args.out}/mouth_dub_strip.jpg")
+
+
+if __name__ == "__main__":
+    main()
