@@ -83,7 +83,7 @@ def main() -> None:
     # photo mode: the demo photo (closed mouth) speaking a GRID sentence, head still so frames line up
     photo = media.load_image(os.path.join(root, "demo", "astronaut.jpg"))
     wav = media.load_audio(os.path.join(root, "demo", "grid_lwbsza.wav"))
-    rows, idx, box = [("photo", None)], None, None
+    rows, idx, box = [], None, None
     for name, pipe in pipes:
         res = pipe.render(photo, wav, options=RenderOptions(head_motion="still"), return_frames=True)
         if idx is None:
@@ -91,7 +91,7 @@ def main() -> None:
             idx = _pick(np.ptp(lips[:, :, 1], axis=1), args.frames)
             box = _box(lips.reshape(-1, 2), photo.shape[:2])
         rows.append((name, res.frames))
-    rows[0] = ("photo", [photo] * (max(idx) + 1))
+    rows.insert(0, ("photo", [photo] * (max(idx) + 1)))
     cv2.imwrite(os.path.join(args.out, "mouth_photo_strip.jpg"), _strip(rows, idx, box)[..., ::-1],
                 [cv2.IMWRITE_JPEG_QUALITY, 92])
 

@@ -291,6 +291,34 @@ def hole_and_band(points: np.ndarray, shape: tuple[int, int], band_px: float, of
 BAND_CM = 0.35  # how far outside the lip opening the refine network may change pixels
 
 
+def paint_opening(out: np.ndarray, hole: np.ndarray, points: np.ndarray, px_per_cm: float, offset,
+                  interior: InteriorSource | None, options: MouthOptions,
+                  to_interior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Finish the lip opening as the renderer does (``MouthPainter.prepare``, and ``compose_crop`` for the refine
+    network's training pairs): the opening's edge feathered by ``options.feather_cm``, the closed-lip seam drawn,
+    the opening filled from ``interior``. ``out``: float32 box whose pixel (0, 0) is point ``offset`` of the
+    points' frame; ``hole``: the opening (``polygon_mask``); ``points``: the target's 468/478 points;
+    ``to_interior``: (2, 3) affine from the points' frame to the interior source's crop (None without one).
+    Returns the painted box (``out`` itself where it could be painted in place) and the feathered hole."""
+    sigma = options.feather_cm * px_per_cm
+    hole = feather(hole, sigma)  # the opening's soft edge (the same array when feather_cm is 0)
+    out = closed_seam(out, points, px_per_cm, offset, interior.cavity if interior is not None else DEFAULT_CAVITY,
+                      options.seam_alpha, sigma)
+    if interior is not None and hole.max() > 0:
+        x0, y0 = offset
+        ys, xs = np.nonzero(hole > 0)
+        hy0, hy1, hx0, hx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        a = to_interior
+        gy, gx = np.mgrid[hy0 + y0:hy1 + y0, hx0 + x0:hx1 + x0].astype(np.float64)
+        qx = a[0, 0] * gx + a[0, 1] * gy + a[0, 2]
+        qy = a[1, 0] * gx + a[1, 1] * gy + a[1, 2]
+        fill = fill_interior(interior, qx, qy, face.apply_affine(points, a),
+                             reach_px=options.fill_reach_cm * interior.crop.shape[0] / (2 * CROP_HALF))
+        h = hole[hy0:hy1, hx0:hx1, None]
+        out[hy0:hy1, hx0:hx1] = out[hy0:hy1, hx0:hx1] * (1 - h) + fill * h
+    return out, hole
+
+
 def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.ndarray,
                  interior: InteriorSource | None, options: MouthOptions | None = None) -> dict[str, np.ndarray]:
     """Warp an aligned crop's pixels to ``tgt_points`` and fill the opening (the refine network's input, in
@@ -310,16 +338,9 @@ def compose_crop(src_crop: np.ndarray, src_points: np.ndarray, tgt_points: np.nd
     stretch = warp.stretch_map(src, dst, moved, tri)
     tgt = dst[: face.N_MESH]
     hole, band = hole_and_band(tgt, (s, s), BAND_CM * px_per_cm)
-    sigma = opt.feather_cm * px_per_cm
-    soft = feather(hole, sigma)
-    cavity = interior.cavity if interior is not None else DEFAULT_CAVITY
-    out = closed_seam(warped.astype(np.float32), tgt, px_per_cm, (0.0, 0.0), cavity, opt.seam_alpha, sigma)
-    if interior is not None and soft.max() > 0:
-        ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
-        scale = interior.crop.shape[0] / s
-        fill = fill_interior(interior, xs, ys, tgt, scale=scale,
-                             reach_px=opt.fill_reach_cm * interior.crop.shape[0] / (2 * CROP_HALF))
-        out = out * (1 - soft[..., None]) + fill * soft[..., None]
+    k = interior.crop.shape[0] / s if interior is not None else 1.0  # this crop -> the interior's (same square)
+    out, _ = paint_opening(warped.astype(np.float32), hole, tgt, px_per_cm, (0, 0), interior, opt,
+                           np.array([[k, 0.0, 0.0], [0.0, k, 0.0]]))
     return {"image": out, "hole": hole, "band": band, "stretch": stretch, "points": tgt}
 
 
@@ -552,22 +573,8 @@ class MouthPainter:
             hole, band = hole_and_band(tgt, (y1 - y0, x1 - x0), BAND_CM * px_per_cm, offset=(x0, y0))
         else:  # the band is only the refine network's
             hole, band = polygon_mask(inner_polygon(tgt) - (x0, y0), (y1 - y0, x1 - x0)), None
-        opt = self.options
-        sigma = opt.feather_cm * px_per_cm
-        hole = feather(hole, sigma)  # the opening's soft edge (the same array when feather_cm is 0)
-        out = closed_seam(out, tgt, px_per_cm, (x0, y0), interior.cavity if interior is not None else DEFAULT_CAVITY,
-                          opt.seam_alpha, sigma)
-        if interior is not None and hole.max() > 0:
-            ys, xs = np.nonzero(hole > 0)
-            hy0, hy1, hx0, hx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            a_int = crop_affine(ff, interior.crop.shape[0])
-            gy, gx = np.mgrid[hy0 + y0:hy1 + y0, hx0 + x0:hx1 + x0].astype(np.float64)
-            qx = a_int[0, 0] * gx + a_int[0, 1] * gy + a_int[0, 2]
-            qy = a_int[1, 0] * gx + a_int[1, 1] * gy + a_int[1, 2]
-            fill = fill_interior(interior, qx, qy, face.apply_affine(tgt, a_int),
-                                 reach_px=opt.fill_reach_cm * interior.crop.shape[0] / (2 * CROP_HALF))
-            h = hole[hy0:hy1, hx0:hx1, None]
-            out[hy0:hy1, hx0:hx1] = out[hy0:hy1, hx0:hx1] * (1 - h) + fill * h
+        to_interior = crop_affine(ff, interior.crop.shape[0]) if interior is not None else None
+        out, hole = paint_opening(out, hole, tgt, px_per_cm, (x0, y0), interior, self.options, to_interior)
         job = {"box": box, "image": out, "hole": hole, "band": band}  # band: None without the refine network
         if self.refine is not None:
             shifted = a_net.astype(np.float64).copy()
