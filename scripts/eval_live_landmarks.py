@@ -10,7 +10,7 @@ validation clips' audio and on the held-out audio-only recordings (``landmark_tr
 development set on which distillation variants may be compared).
 
     python scripts/eval_live_landmarks.py                                      # -> markdown tables
-    python scripts/eval_live_landmarks.py --models landmarks-v1,landmarks-live-v2,runs/x/landmarks-....safetensors
+    python scripts/eval_live_landmarks.py --models landmarks-v1,landmarks-live-v3,runs/x/landmarks-....safetensors
 """
 import argparse
 import os
@@ -37,7 +37,7 @@ def predict(model, feats: np.ndarray, delay: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--models", default="landmarks-v1,landmarks-live-v2",
+    ap.add_argument("--models", default="landmarks-v1,landmarks-live-v3",
                     help="checkpoint names or .safetensors paths; the first is the offline reference")
     ap.add_argument("--checkpoints", default=str(checkpoints.DEFAULT_DIR))
     ap.add_argument("--audio", default="../shared/data/audio", help="audio-only recordings (for the dev set)")
@@ -50,11 +50,11 @@ def main() -> None:
     print("| model | features | sync delay | r opening, lag 0 | best within +-2 | r width, lag 0 | lip dist / iod |")
     print("|---|---|---|---|---|---|---|")
     for name, (model, delay) in models.items():
-        clips = lt.load_clips(args.data, model.config.feature_kind, splits=("val",))
+        clips = lt.load_clips(args.data, model.config.data_key, splits=("val",))
         for d in sorted({0, delay}):
             rows = [lt.score(c.neutral + predict(model, c.feats, d), c.mouth, c.valid) for c in clips]
             m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-            print(f"| {label[name]} | {model.config.feature_kind} | {d} | {m['r_open_lag0']:.3f} | {m['r_open']:.3f} | "
+            print(f"| {label[name]} | {model.config.data_key} | {d} | {m['r_open_lag0']:.3f} | {m['r_open']:.3f} | "
                   f"{m['r_width_lag0']:.3f} | {m['lip_dist']:.4f} |")
     print(f"\n({len(clips)} validation clips; mean over clips)\n")
 
@@ -62,13 +62,13 @@ def main() -> None:
     ref_name, (ref, ref_delay) = names[0], models[names[0]]
     iod = metrics.canonical_iod()
     sets = {}
-    val = {k: lt.load_clips(args.data, k, splits=("val",)) for k in {m.config.feature_kind for m, _ in models.values()}}
+    val = {k: lt.load_clips(args.data, k, splits=("val",)) for k in {m.config.data_key for m, _ in models.values()}}
     sets["validation clips"] = {k: {c.name: c.feats for c in v} for k, v in val.items()}
     audio_dir = os.path.join(args.data, "audio")
     if os.path.isdir(audio_dir):
         dev = [f[:-4] for f in sorted(os.listdir(audio_dir)) if f.endswith(".npz") and lt.is_dev_recording(f[:-4])]
-        arrays = {n: np.load(os.path.join(audio_dir, n + ".npz")) for n in dev}
-        sets["held-out recordings (dev)"] = {k: {n: a[k] for n, a in arrays.items()} for k in val}
+        sets["held-out recordings (dev)"] = {k: {n: lt.load_features(os.path.join(audio_dir, n + ".npz"), k)
+                                                 for n in dev} for k in val}
     print(f"| live model | r opening vs {label[ref_name]}, " + " | ".join(sets) + " |")
     print("|---|" + "---|" * len(sets))
     for name, (model, delay) in models.items():
@@ -77,9 +77,9 @@ def main() -> None:
         cells = []
         for feats_by_kind in sets.values():
             rs = []
-            for clip, f_ref in feats_by_kind[ref.config.feature_kind].items():
+            for clip, f_ref in feats_by_kind[ref.config.data_key].items():
                 a = metrics.opening(predict(ref, f_ref, ref_delay), iod)
-                b = metrics.opening(predict(model, feats_by_kind[model.config.feature_kind][clip], delay), iod)
+                b = metrics.opening(predict(model, feats_by_kind[model.config.data_key][clip], delay), iod)
                 n = min(len(a), len(b))
                 rs.append(metrics.pearson(a[:n], b[:n]))
             cells.append(f"{np.mean(rs):.3f} (min {np.min(rs):.3f}, {len(rs)} clips)")

@@ -17,12 +17,14 @@ the validation speakers are only scored, never tuned on. Training also decides t
 Writes runs/landmarks-<feature>.safetensors and a JSON log beside it.
 """
 import argparse
+import dataclasses
 import json
 import logging
 import os
 
 import numpy as np
 
+from talkingface.audio import LIVE_WINDOW
 from talkingface.checkpoints import save_module
 from talkingface.landmarks import LandmarkConfig
 from talkingface.training import landmark_training as lt
@@ -62,6 +64,9 @@ def main() -> None:
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--feature", default="whisper", choices=["whisper", "logmel", "whisper_stream"],
                     help="whisper_stream: streamable features (prepare_data.py --add-stream-features)")
+    ap.add_argument("--stream-window", type=int, default=LIVE_WINDOW.window, metavar="FRAMES",
+                    help="with --feature whisper_stream: video frames of audio per encoder pass, stored in the "
+                         "checkpoint for the live path (default: %(default)s = 4 s; 50 = the 2 s of live-v1/v2)")
     ap.add_argument("--av-offsets-from", metavar="CHECKPOINT",
                     help="take the training clips' audio/video offsets from this checkpoint (they belong to the "
                          "clips; a causal first-pass model would estimate them late) instead of estimating them")
@@ -104,7 +109,7 @@ def main() -> None:
 
         _, meta = checkpoints.read_checkpoint(args.sync_delay_cv)
         info, config = meta["info"], checkpoints.config_from_dict(LandmarkConfig, meta["config"])
-        clips = lt.load_clips(args.data, config.feature_kind, splits=("train",))
+        clips = lt.load_clips(args.data, config.data_key, splits=("train",))
         result = lt.cross_validate_sync_delay(clips, config, info.get("av_shifts", {}), steps=info["steps"],
                                               seed=args.seed, device=args.device)
         name = os.path.basename(args.sync_delay_cv).removesuffix(".safetensors")
@@ -115,10 +120,11 @@ def main() -> None:
         print(f"sync delay {result['sync_delay']} frames; mean lag-0 r by delay: "
               + ", ".join(f"{d}: {r:.3f}" for d, r in result["r_by_delay"].items()) + f"\nwrote {path}")
         return
-    clips = lt.load_clips(args.data, args.feature)
-    config = LandmarkConfig(feature_kind=args.feature, feature_dim=clips[0].feats.shape[1], hidden=args.hidden,
-                            n_pca=args.pca, dropout=args.dropout, bidirectional=not args.causal,
-                            conv_kernel=args.conv_kernel)
+    config = LandmarkConfig(feature_kind=args.feature, hidden=args.hidden, n_pca=args.pca, dropout=args.dropout,
+                            bidirectional=not args.causal, conv_kernel=args.conv_kernel,
+                            **({"stream_window": args.stream_window} if args.feature == "whisper_stream" else {}))
+    clips = lt.load_clips(args.data, config.data_key)
+    config = dataclasses.replace(config, feature_dim=clips[0].feats.shape[1])
 
     shifts: dict[str, int] = {}
     if args.av_offsets_from and not args.no_av_correction:
@@ -127,7 +133,7 @@ def main() -> None:
         shifts = {k: int(v) for k, v in checkpoints.read_checkpoint(args.av_offsets_from)[1]["info"]["av_shifts"].items()}
     elif not args.no_av_correction:
         # estimated once on the training speakers (cached: it costs 3 first-pass models)
-        cache = os.path.join(args.out, f"av_offsets-{args.feature}-{args.first_pass}.json")
+        cache = os.path.join(args.out, f"av_offsets-{config.data_key}-{args.first_pass}.json")
         if os.path.exists(cache):
             shifts = json.load(open(cache))
         else:
@@ -144,7 +150,8 @@ def main() -> None:
         teacher = load_teacher(args.teacher)
         teacher_info = add_teacher_targets(args, clips, shifts, teacher)
         if args.extra_audio:
-            extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), args.feature, teacher)
+            extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), config.data_key,
+                                        teacher)
             teacher_info["extra_audio"] = {"folder": args.extra_audio, "files": len(extra),
                                            "seconds": round(sum(len(c.feats) for c in extra) / 25, 1)}
         print(f"distilling {args.teacher} (weight {args.distill}): "
@@ -194,11 +201,11 @@ def main() -> None:
     val = [c for c in clips if c.split == "val"]
     rows = evaluate(model, val, direction)
     summary = summarize(rows)
-    print_summary(f"validation speakers ({len(val)} clips, {args.feature})", summary)
+    print_summary(f"validation speakers ({len(val)} clips, {config.data_key})", summary)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"landmarks-{args.feature}{'-causal' if args.causal else ''}"
                                   f"{'-distilled' if args.teacher else ''}.safetensors")
-    info = {**log["info"], "feature": args.feature, "av_correction": not args.no_av_correction,
+    info = {**log["info"], "feature": config.data_key, "av_correction": not args.no_av_correction,
             "val_summary": summary, "energy_direction": direction.tolist(),
             "sync_delay": sync["sync_delay"],
             **({} if args.no_sync_cv or args.teacher else {"sync_delay_cv": sync}),
@@ -220,15 +227,13 @@ def load_teacher(path: str):
 def add_teacher_targets(args, clips: list, shifts: dict[str, int], teacher) -> dict:
     """Each training clip's ``teacher`` targets: the teacher's predictions from its own feature kind, shifted by
     the same audio/video offset as the student's features (validation clips never get any)."""
-    kind = teacher.config.feature_kind
+    kind = teacher.config.data_key
     for c in clips:
         if c.split != "train":
             continue
-        d = np.load(os.path.join(args.data, c.name + ".npz"))
-        side = os.path.join(args.data, f"{c.name}.{kind}.npy")
-        feats = lt.shift(d[kind] if kind in d.files else np.load(side), shifts.get(c.name, 0))
+        feats = lt.shift(lt.load_features(os.path.join(args.data, c.name + ".npz"), kind), shifts.get(c.name, 0))
         if len(feats) != len(c.feats):
-            raise SystemExit(f"{c.name}: {kind} has {len(feats)} frames, {args.feature} {len(c.feats)}")
+            raise SystemExit(f"{c.name}: {kind} has {len(feats)} frames, the student's features {len(c.feats)}")
         c.teacher = lt.distillation_targets(teacher, feats)
     return {"teacher": os.path.basename(args.teacher), "feature_kind": kind}
 

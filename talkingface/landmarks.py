@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import face
+from .audio import StreamWindow
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,13 @@ class LandmarkConfig:
     def lookahead(self) -> int:
         """Frames of features after frame t that its prediction needs (unidirectional models)."""
         return self.conv_kernel // 2
+
+    @property
+    def data_key(self) -> str:
+        """The name of this model's input features in a prepared dataset (training.prepare)."""
+        if self.feature_kind != "whisper_stream":
+            return self.feature_kind
+        return StreamWindow(self.stream_block, self.stream_window, self.stream_lookahead).key
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,9 +24,10 @@ def whisper():
     return audio.WhisperEncoder(threads=1)
 
 
-def test_streaming_whisper_features_do_not_depend_on_the_chunking(whisper, grid_wav):
+@pytest.mark.parametrize("window", [audio.LIVE_WINDOW, audio.StreamWindow()], ids=["4s", "2s"])
+def test_streaming_whisper_features_do_not_depend_on_the_chunking(whisper, grid_wav, window):
     """A file's streamable features equal its live stream's, chunk sizes 100-4000 samples or all at once."""
-    sw = audio.StreamingWhisper(whisper)
+    sw = audio.StreamingWhisper(whisper, window)
     offline = sw(grid_wav)
     assert offline.shape == (audio.n_video_frames(len(grid_wav)), 384)
     for seed in (0, 1):
@@ -66,7 +67,7 @@ def test_landmark_stream_equals_the_offline_model():
         LandmarkStream(LandmarkModel(LandmarkConfig(bidirectional=True)))
 
 
-# --- the live pipeline (the shipped landmarks-live-v2) -------------------------------------------------------
+# --- the live pipeline (the shipped landmarks-live-v3) -------------------------------------------------------
 
 def _opening(mouths) -> np.ndarray:
     from talkingface import metrics

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from talkingface.audio import LIVE_WINDOW, StreamWindow
 from talkingface.landmarks import LandmarkConfig
 from talkingface.texture import TextureConfig
 
@@ -34,6 +35,37 @@ def test_prepare_writes_arrays(prepared):
     assert d["crops"].shape == (t, 64, 64, 3) and d["mouth_canon"].shape == (t, 59, 3)
     assert d["whisper"].shape == (t, 384) and d["logmel"].shape == (t, 320) and d["energy"].shape == (t,)
     assert d["mouth_canon"][:, :, 1].std() > 0.05  # the lips move (cm, canonical space)
+
+
+def test_stream_features_are_named_by_their_window(prepared, tmp_path):
+    """Streamable features of another window go beside a prepared clip, named by the window; a model's config
+    names the features it needs (data_key); asking for features nobody prepared names the file and the fix."""
+    from talkingface import audio as audio_mod, media
+    from talkingface.training import landmark_training as lt
+    from talkingface.training.prepare import add_stream_features
+
+    assert LIVE_WINDOW.key == "whisper_stream_w100" and StreamWindow().key == "whisper_stream"
+    assert StreamWindow(block=2, window=75).key == "whisper_stream_w75_b2_l1"
+    assert LandmarkConfig(feature_kind="whisper_stream", stream_window=100).data_key == "whisper_stream_w100"
+    assert LandmarkConfig(feature_kind="whisper_stream").data_key == "whisper_stream"  # live-v1/v2 checkpoints
+    assert LandmarkConfig().data_key == "whisper"
+    npz = prepared / "spk_b_1.npz"
+    assert lt.load_features(str(npz), LIVE_WINDOW.key).shape == (len(np.load(npz)["valid"]), 384)
+    with pytest.raises(FileNotFoundError, match="spk_b_1.npz.*whisper_stream_w75.*--add-stream-features"):
+        lt.load_features(str(npz), "whisper_stream_w75")
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    window = StreamWindow(window=75)
+    assert add_stream_features(str(data), window) == 3
+    assert add_stream_features(str(data), window) == 0  # done once
+    index = json.loads((data / "index.json").read_text())
+    source = [c["source"] for c in index["clips"] if c["clip"] == "spk_b_1"][0]
+    want = audio_mod.StreamingWhisper(audio_mod.WhisperEncoder(), window)(media.load_audio(source))
+    got = lt.load_features(str(data / "spk_b_1.npz"), window.key)
+    n = min(len(got), len(want))
+    assert n >= len(got) - 1
+    np.testing.assert_allclose(got[:n], want[:n], atol=1e-5)
+    assert len(lt.load_clips(str(data), window.key)) == 3
 
 
 def test_landmark_training_runs(prepared):
@@ -169,15 +201,17 @@ def test_audio_only_recordings_for_distillation(tmp_path, grid_wav_path):
     ready = prepare_audio_folder(str(folder), str(out))
     assert sorted(ready) == sorted(names[:3])  # the validation speaker's file is skipped
     d = np.load(out / "spk_x_a.npz")
-    assert d["whisper"].shape == d["whisper_stream"].shape and len(d["energy"]) == len(d["whisper"]) > 50
+    key = LIVE_WINDOW.key  # whisper_stream_w100
+    assert d["whisper"].shape == d[key].shape and len(d["energy"]) == len(d["whisper"]) > 50
+    assert json.loads((out / "sources.json").read_text())["spk_x_a"] == str(folder / "spk_x_a.wav")
     stamp = (out / "spk_x_a.npz").stat().st_mtime_ns
     prepare_audio_folder(str(folder), str(out))
     assert (out / "spk_x_a.npz").stat().st_mtime_ns == stamp  # computed once
     assert lt.is_dev_recording("OpenTalker__DPE__2") and not lt.is_dev_recording("spk_x_a")
 
     teacher = LandmarkModel(LandmarkConfig(feature_kind="whisper", feature_dim=384)).eval()
-    clips = lt.audio_only_clips(str(folder), str(out), "whisper_stream", teacher)
-    dev = lt.audio_only_clips(str(folder), str(out), "whisper_stream", teacher, dev=True)
+    clips = lt.audio_only_clips(str(folder), str(out), key, teacher)
+    dev = lt.audio_only_clips(str(folder), str(out), key, teacher, dev=True)
     assert sorted(c.name for c in clips) == ["audio:spk_x_a", "audio:spk_x_b"]
     assert [c.name for c in dev] == ["audio:OpenTalker__DPE__2"]
     c = clips[0]

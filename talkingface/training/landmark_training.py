@@ -53,7 +53,22 @@ def shift(x: np.ndarray, k: int) -> np.ndarray:
     return x[idx]
 
 
-def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("train", "val")) -> list[Clip]:
+def load_features(npz: str, key: str) -> np.ndarray:
+    """Features ``key`` of a prepared clip or recording ``<name>.npz``: the array inside it, or the side file
+    ``<name>.<key>.npy`` that ``add_stream_features`` writes."""
+    with np.load(npz) as d:
+        if key in d.files:
+            return d[key]
+    side = f"{npz[:-4]}.{key}.npy"
+    if not os.path.exists(side):
+        raise FileNotFoundError(f"'{npz}' has no '{key}' features (nor '{side}'): prepare them with "
+                                f"scripts/prepare_data.py --add-stream-features --stream-window N")
+    return np.load(side)
+
+
+def load_clips(prepared: str, features: str, splits: tuple[str, ...] = ("train", "val")) -> list[Clip]:
+    """The clips of a prepared dataset in ``splits``, with the features named ``features`` (a feature kind, or
+    ``LandmarkConfig.data_key`` for streamable features with a given window)."""
     with open(os.path.join(prepared, "index.json")) as f:
         index = json.load(f)
     clips = []
@@ -66,8 +81,7 @@ def load_clips(prepared: str, feature_kind: str, splits: tuple[str, ...] = ("tra
             log.warning("skipping %s: face found in only %.0f%% of frames", e["clip"], 100 * valid.mean())
             continue
         mouth = d["mouth_canon"].astype(np.float32)
-        side = os.path.join(prepared, f"{e['clip']}.{feature_kind}.npy")  # prepare.add_stream_features
-        feats = d[feature_kind] if feature_kind in d.files else np.load(side)
+        feats = load_features(os.path.join(prepared, e["clip"] + ".npz"), features)
         clips.append(Clip(e["clip"], e["speaker"], e["split"], feats.astype(np.float32), mouth, valid,
                           d["energy"].astype(np.float32), metrics.neutral_mouth(mouth, valid)))
     return clips
@@ -167,7 +181,7 @@ def is_dev_recording(name: str) -> bool:
     return zlib.crc32(name.encode()) % 5 == 0
 
 
-def audio_only_clips(folder: str, prepared_audio: str, feature_kind: str, teacher: LandmarkModel, *,
+def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: LandmarkModel, *,
                      dev: bool = False) -> list[Clip]:
     """Speech recordings without video as training clips for distillation: the student's features and the
     teacher's predictions as ``teacher`` targets; no mouth (``valid`` all False). Features are computed once
@@ -179,15 +193,16 @@ def audio_only_clips(folder: str, prepared_audio: str, feature_kind: str, teache
     for name in prepare_audio_folder(folder, prepared_audio):
         if is_dev_recording(name) != dev:
             continue
-        d = np.load(os.path.join(prepared_audio, name + ".npz"))
-        feats = d[feature_kind].astype(np.float32)
+        path = os.path.join(prepared_audio, name + ".npz")
+        d = np.load(path)
+        feats = load_features(path, features).astype(np.float32)
         n = len(feats)
         if n < MIN_CLIP_FRAMES:
             continue
         p = teacher.config.n_points
         clips.append(Clip(f"audio:{name}", f"audio:{name}", "train", feats, np.zeros((n, p, 3), np.float32),
                           np.zeros(n, bool), d["energy"].astype(np.float32), np.zeros((p, 3), np.float32),
-                          teacher=distillation_targets(teacher, d[teacher.config.feature_kind][:n])))
+                          teacher=distillation_targets(teacher, load_features(path, teacher.config.data_key)[:n])))
     return clips
 
 

@@ -13,8 +13,10 @@ crops           (T, S, S, 3) uint8     aligned mouth crops (face.FaceFrame.crop_
 valid           (T,) bool              a face was found
 yaw, pitch      (T,) float32           head pose, degrees
 whisper         (T, 384) float32       audio features (audio.WhisperEncoder)
-whisper_stream  (T, 384) float32       streamable audio features (audio.StreamingWhisper), also in a side
-                                       file <clip>.whisper_stream.npy written by ``add_stream_features``
+whisper_stream  (T, 384) float32       streamable audio features (audio.StreamingWhisper); the array is named
+_w100                                  by its window (audio.StreamWindow.key: whisper_stream_w100 for the 4 s
+                                       audio.LIVE_WINDOW, whisper_stream for the first live models' 2 s);
+                                       other windows go to side files <clip>.<key>.npy (``add_stream_features``)
 logmel          (T, 320) float32       audio features (audio.logmel_features)
 energy          (T,) float32           speech-band energy, dB
 ==============  =====================  ===================================================================
@@ -68,14 +70,16 @@ def track_clip(path: str, size: int, tracker: face.FaceTracker) -> dict[str, np.
     return out
 
 
-def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | None = None) -> list[dict]:
-    """Prepare every clip of ``videos`` into ``out_dir``; writes ``index.json`` and returns its entries."""
+def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | None = None,
+                   window: audio_mod.StreamWindow = audio_mod.LIVE_WINDOW) -> list[dict]:
+    """Prepare every clip of ``videos`` into ``out_dir`` (streamable features with ``window``); writes
+    ``index.json`` and returns its entries."""
     paths = sorted(p for p in Path(videos).iterdir() if p.suffix.lower() in VIDEO_EXTS)[:limit]
     if not paths:
         raise FileNotFoundError(f"no video clips in '{videos}'")
     os.makedirs(out_dir, exist_ok=True)
     encoder = audio_mod.WhisperEncoder()
-    stream = audio_mod.StreamingWhisper(encoder)
+    stream = audio_mod.StreamingWhisper(encoder, window)
     index = []
     with face.FaceTracker(static=False, max_faces=1) as tracker:
         for p in tqdm(paths, desc="clips", unit="clip"):
@@ -87,7 +91,7 @@ def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | N
             arrays = track_clip(str(p), size, tracker)
             feats = {
                 "whisper": encoder(wav),
-                "whisper_stream": stream(wav),
+                window.key: stream(wav),
                 "logmel": audio_mod.logmel_features(wav),
                 "energy": audio_mod.speech_energy(wav),
             }
@@ -109,24 +113,32 @@ def prepare_folder(videos: str, out_dir: str, *, size: int = 128, limit: int | N
     return index
 
 
-def add_stream_features(out_dir: str) -> int:
-    """Add the streamable Whisper features (audio.StreamingWhisper) to a dataset prepared before they existed:
-    one ``<clip>.whisper_stream.npy`` beside each ``<clip>.npz``, from the clip's source audio (the path in
-    index.json). Returns how many clips were done (those that have the file already are skipped)."""
+def add_stream_features(out_dir: str, window: audio_mod.StreamWindow = audio_mod.LIVE_WINDOW) -> int:
+    """Add streamable Whisper features with another ``window`` to a prepared dataset: a side file
+    ``<clip>.<window.key>.npy`` beside each ``<clip>.npz`` (from the clip's source audio, the path in index.json)
+    and beside each audio-only recording in ``<out_dir>/audio`` (``prepare_audio_folder``; its source is found in
+    ``sources.json`` there); ``landmark_training.load_features`` reads them. Returns how many files were written
+    (those that have the features already are skipped)."""
     with open(os.path.join(out_dir, "index.json")) as f:
-        index = json.load(f)
-    stream = audio_mod.StreamingWhisper(audio_mod.WhisperEncoder())
+        jobs = [(os.path.join(out_dir, e["clip"] + ".npz"), e["source"]) for e in json.load(f)["clips"]]
+    audio_dir = os.path.join(out_dir, "audio")
+    if os.path.exists(os.path.join(audio_dir, "sources.json")):
+        with open(os.path.join(audio_dir, "sources.json")) as f:
+            jobs += [(os.path.join(audio_dir, n + ".npz"), src) for n, src in sorted(json.load(f).items())]
+    stream = None
     done = 0
-    for e in tqdm(index["clips"], desc="stream features", unit="clip"):
-        path = os.path.join(out_dir, f"{e['clip']}.whisper_stream.npy")
-        if os.path.exists(path):
-            continue
-        feats = stream(media.load_audio(e["source"]))
-        n = e["frames"]
+    for npz, source in tqdm(jobs, desc=f"stream features ({window.key})", unit="file"):
+        side = f"{npz[:-4]}.{window.key}.npy"
+        with np.load(npz) as d:
+            if window.key in d.files or os.path.exists(side):
+                continue
+            n = len(d["energy"])
+        stream = stream or audio_mod.StreamingWhisper(audio_mod.WhisperEncoder(), window)
+        feats = stream(media.load_audio(source))
         feats = np.concatenate([feats, np.repeat(feats[-1:], max(0, n - len(feats)), axis=0)])[:n]
-        tmp = path + ".tmp.npy"
+        tmp = side + ".tmp.npy"
         np.save(tmp, feats)
-        os.replace(tmp, path)
+        os.replace(tmp, side)
         done += 1
     return done
 
@@ -134,11 +146,13 @@ def add_stream_features(out_dir: str) -> int:
 AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 
 
-def prepare_audio_folder(folder: str, out_dir: str) -> list[str]:
+def prepare_audio_folder(folder: str, out_dir: str,
+                         window: audio_mod.StreamWindow = audio_mod.LIVE_WINDOW) -> list[str]:
     """Features of speech recordings without video (``../shared/data/audio``), for distilling a landmark model
-    from another: ``<out_dir>/<name>.npz`` with the same feature arrays as a clip (whisper, whisper_stream,
-    logmel, energy) and no face. Files already there are kept; a file whose name mentions a validation speaker
-    (``speakers.VALIDATION_NAME_HINTS``) is skipped. Returns the names ready in ``out_dir``."""
+    from another: ``<out_dir>/<name>.npz`` with the same feature arrays as a clip (whisper, streamable whisper
+    with ``window``, logmel, energy) and no face, and ``sources.json`` (name -> recording). Files already there
+    are kept; a file whose name mentions a validation speaker (``speakers.VALIDATION_NAME_HINTS``) is skipped.
+    Returns the names ready in ``out_dir``."""
     from .speakers import names_validation_speaker
 
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTS)
@@ -146,7 +160,7 @@ def prepare_audio_folder(folder: str, out_dir: str) -> list[str]:
         raise FileNotFoundError(f"no audio files in '{folder}'")
     os.makedirs(out_dir, exist_ok=True)
     encoder = stream = None
-    names = []
+    sources = {}
     for p in tqdm(paths, desc="audio features", unit="file"):
         if names_validation_speaker(p.stem):
             log.info("skipping %s: it names a validation speaker", p.name)
@@ -155,13 +169,17 @@ def prepare_audio_folder(folder: str, out_dir: str) -> list[str]:
         if not os.path.exists(path):
             if encoder is None:
                 encoder = audio_mod.WhisperEncoder()
-                stream = audio_mod.StreamingWhisper(encoder)
+                stream = audio_mod.StreamingWhisper(encoder, window)
             wav = media.load_audio(str(p))
-            feats = {"whisper": encoder(wav), "whisper_stream": stream(wav),
+            feats = {"whisper": encoder(wav), window.key: stream(wav),
                      "logmel": audio_mod.logmel_features(wav), "energy": audio_mod.speech_energy(wav)}
             n = min(len(v) for v in feats.values())
             tmp = os.path.join(out_dir, f".{p.stem}.tmp.npz")
             np.savez(tmp, **{k: v[:n] for k, v in feats.items()})
             os.replace(tmp, path)
-        names.append(p.stem)
-    return names
+        sources[p.stem] = str(p)
+    tmp = os.path.join(out_dir, ".sources.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(sources, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "sources.json"))
+    return list(sources)
