@@ -425,12 +425,14 @@ def lip_region(lips: np.ndarray, shape) -> np.ndarray:
 
 
 def texture_measures(outf: list, real: list, reenc: list, lips: np.ndarray, ok: np.ndarray, *,
-                     changed: bool = True) -> dict:
+                     changed: bool = True, out_lips: np.ndarray | None = None) -> dict:
     """Dubbing texture measures of output frames against the real ones (same geometry), over the frames ``ok``:
     lip-box PSNR and SSIM (grey, resampled to 96 x 64), sharpness ratio over the lip-box pixels the method
     changed (``changed=False``: all lip-box pixels, for the re-encode ceiling), mean CIELAB Delta E of the lip
-    pixels, and flicker: mean absolute frame-to-frame change of the lip box, output / real."""
-    psnr, ssim, de, masks, boxes_o, boxes_r, keep = [], [], [], [], [], [], []
+    pixels (the real lips' pixels in both: lips drawn elsewhere count as colour error), with ``out_lips`` (the
+    output's own re-tracked lip points) also the Delta E between the mean colours of each frame's own lips
+    (colour alone), and flicker: mean absolute frame-to-frame change of the lip box, output / real."""
+    psnr, ssim, de, de_own, masks, boxes_o, boxes_r, keep = [], [], [], [], [], [], [], []
     for i in np.flatnonzero(ok[: min(len(outf), len(real), len(reenc))]):
         o, r = outf[i], real[i]
         if o.shape != r.shape:
@@ -445,6 +447,9 @@ def texture_measures(outf: list, real: list, reenc: list, lips: np.ndarray, ok: 
         region = lip_region(lips[i], r.shape)
         if region.any():
             de.append(metrics.delta_e(o, r, region))
+            own = lip_region(out_lips[i], o.shape) if out_lips is not None else None
+            if own is not None and own.any():
+                de_own.append(metrics.mean_colour_delta_e(o, own, r, region))
         box = np.zeros(r.shape[:2], bool)
         box[y0:y1, x0:x1] = True
         masks.append(box & changed_mask(o, reenc[i]) if changed else box)
@@ -452,7 +457,8 @@ def texture_measures(outf: list, real: list, reenc: list, lips: np.ndarray, ok: 
         boxes_r.append(br.astype(np.float32))
         keep.append(i)
     if not keep:
-        return {k: float("nan") for k in ("lip_psnr", "lip_ssim", "sharpness_ratio", "delta_e", "flicker_ratio")}
+        return {k: float("nan") for k in ("lip_psnr", "lip_ssim", "sharpness_ratio", "delta_e", "delta_e_own",
+                                          "flicker_ratio")}
     consecutive = [j for j in range(1, len(keep)) if keep[j] == keep[j - 1] + 1]
     fo = [np.abs(boxes_o[j] - boxes_o[j - 1]).mean() for j in consecutive]
     fr = [np.abs(boxes_r[j] - boxes_r[j - 1]).mean() for j in consecutive]
@@ -461,6 +467,7 @@ def texture_measures(outf: list, real: list, reenc: list, lips: np.ndarray, ok: 
         "sharpness_ratio": metrics.sharpness_ratio(np.asarray([outf[i] for i in keep]),
                                                    np.asarray([real[i] for i in keep]), np.asarray(masks)),
         "delta_e": float(np.mean(de)) if de else float("nan"),
+        "delta_e_own": float(np.mean(de_own)) if de_own else float("nan"),
         "flicker_ratio": float(np.mean(fo) / max(np.mean(fr), 1e-9)) if consecutive else float("nan"),
     }
 
@@ -522,13 +529,15 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
                 continue
             runs.append((name, list(media.iter_video_frames(path, fps=25)), res.n_frames / res.timings["total"]))
         for name, outf, fps in runs:
-            mouth_out, valid_out, _ = retrack(outf, size)
+            ex_out: dict = {}
+            mouth_out, valid_out, _ = retrack(outf, size, extra=ex_out)
             m = min(len(mouth_out), len(real), len(src))
             ok = valid_out[:m] & valid_real[:m] & valid_src[:m]
             s = score(mouth_out[:m], real[:m], ok)
             row = {"clip": e["clip"], "speaker": e["speaker"], "method": name, "fps": fps,
                    "r_open_lag0": s["r_open_lag0"], "r_open": s["r_open"], "lag_open": s["lag_open"],
-                   **texture_measures(outf, src, reenc, ex["lips"], ok, changed=name != "re-encode (ceiling)")}
+                   **texture_measures(outf, src, reenc, ex["lips"], ok, changed=name != "re-encode (ceiling)",
+                                      out_lips=ex_out["lips"])}
             rows.append(row)
             log.info("%s", row)
     names = ["re-encode (ceiling)", *(n for n in pipes if n not in skipped)]
@@ -548,14 +557,15 @@ def format_texture_table(summary: dict, n_clips: int, skipped: dict | None = Non
              "audio; measures against the real frames (mean over clips). Lip box: 30 % wider than the real lips, "
              "grey, 96 x 64. Sharpness ratio: variance of the Laplacian over the lip-box pixels the method "
              "changed (re-encode: all lip-box pixels), output / real. Delta E: CIE76 in CIELAB over the real "
-             "lip pixels. Flicker: mean absolute frame-to-frame change of the lip box, output / real. r: re-tracked "
+             "lip pixels (lips drawn elsewhere count); lip colour: Delta E between the mean CIELAB colours of the "
+             "output's own (re-tracked) lips and the real lips, per frame (colour alone). Flicker: mean absolute frame-to-frame change of the lip box, output / real. r: re-tracked "
              "mouth opening against the real track, lag 0 (best within +-2 frames, mean best lag).", "",
-             "| method | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | flicker / real | "
-             "r opening, lag 0 (best, lag) | fps |", "|---|---|---|---|---|---|---|---|"]
+             "| method | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | lip colour Delta E | "
+             "flicker / real | r opening, lag 0 (best, lag) | fps |", "|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         fps = f"{s['fps']:.1f}" if np.isfinite(s["fps"]) else ""
         lines.append(f"| {name} | {s['lip_psnr']:.1f} dB | {s['lip_ssim']:.3f} | {s['sharpness_ratio']:.2f} | "
-                     f"{s['delta_e']:.1f} | {s['flicker_ratio']:.2f} | {s['r_open_lag0']:.3f} ({s['r_open']:.3f}, "
+                     f"{s['delta_e']:.1f} | {s.get('delta_e_own', float('nan')):.1f} | {s['flicker_ratio']:.2f} | {s['r_open_lag0']:.3f} ({s['r_open']:.3f}, "
                      f"{s['lag_open']:+.1f}) | {fps} |")
     for name, why in (skipped or {}).items():
         lines.append(f"\n{name}: not evaluated ({why})")

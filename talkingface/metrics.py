@@ -116,6 +116,15 @@ def delta_e(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> flo
     return float(d[mask > 0].mean() if mask is not None else d.mean())
 
 
+def mean_colour_delta_e(a: np.ndarray, mask_a: np.ndarray, b: np.ndarray, mask_b: np.ndarray) -> float:
+    """CIE76 Delta E between the mean CIELAB colour of ``a`` over ``mask_a`` and of ``b`` over ``mask_b`` (RGB
+    uint8 images, (H, W) masks): a colour error that a shape or position difference between the masks does not
+    enter (lipstick turned pink counts, lips drawn 2 px lower do not)."""
+    la = cv2.cvtColor(a.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)[mask_a > 0].mean(0)
+    lb = cv2.cvtColor(b.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)[mask_b > 0].mean(0)
+    return float(np.linalg.norm(la - lb))
+
+
 def neutral_mouth(mouth: np.ndarray, valid: np.ndarray, quantile: float = 0.15) -> np.ndarray:
     """A person's resting mouth: the median shape (T, 59, D) -> (59, D) over the most closed valid frames."""
     iod = canonical_iod()

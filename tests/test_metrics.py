@@ -85,3 +85,45 @@ def test_ssim_and_delta_e():
     pink[:] = (220, 150, 160)
     assert metrics.delta_e(red, red) == 0.0
     assert metrics.delta_e(red, pink) > 30  # dark red lipstick vs pale pink: far apart in CIELAB
+
+
+def test_lip_colour_error_ignores_where_the_lips_are():
+    """Lips of the right colour drawn 6 px lower: the per-pixel Delta E over the real lips is large (half of
+    them now land on skin), the mean-colour one is 0; pale pink lips in the right place are far off in both."""
+    skin, red, pink = (200, 150, 130), (150, 20, 40), (220, 150, 160)
+    real = np.full((40, 40, 3), skin, np.uint8)
+    real[14:22, 10:30] = red
+    low = np.full((40, 40, 3), skin, np.uint8)
+    low[20:28, 10:30] = red
+    m_real, m_low = real[..., 0] == red[0], low[..., 0] == red[0]
+    assert metrics.delta_e(low, real, m_real) > 20
+    assert metrics.mean_colour_delta_e(low, m_low, real, m_real) == pytest.approx(0.0, abs=1e-4)
+    painted = real.copy()
+    painted[m_real] = pink
+    assert metrics.mean_colour_delta_e(painted, m_real, real, m_real) > 30
+
+
+def test_dub_texture_measures_tell_lip_colour_from_lip_position():
+    """evaluate.texture_measures on frames whose lips are the real colour but 6 px lower: the per-pixel lip Delta E
+    is large, the colour of each frame's own lips matches; with pink lips the colour measure is large too."""
+    from talkingface import evaluate
+
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    outer = np.stack([50 + 24 * np.cos(t), 40 + 10 * np.sin(t)], 1)
+    inner = np.stack([50 + 14 * np.cos(t), 40 + 3 * np.sin(t)], 1)
+    lips = np.concatenate([outer, inner]).astype(np.float32)
+    low = lips + np.float32([0, 6])
+
+    def frame(points, colour):
+        img = np.full((80, 100, 3), (200, 150, 130), np.uint8)
+        img[evaluate.lip_region(points, img.shape)] = colour
+        return img
+
+    real = [frame(lips, (150, 20, 40))] * 3
+    ok = np.ones(3, bool)
+    moved = evaluate.texture_measures([frame(low, (150, 20, 40))] * 3, real, real, np.stack([lips] * 3), ok,
+                                      out_lips=np.stack([low] * 3))
+    assert moved["delta_e"] > 15 and moved["delta_e_own"] < 0.5
+    pink = evaluate.texture_measures([frame(lips, (220, 150, 160))] * 3, real, real, np.stack([lips] * 3), ok,
+                                     out_lips=np.stack([lips] * 3))
+    assert pink["delta_e_own"] > 30 and pink["delta_e"] > 30
