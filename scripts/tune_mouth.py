@@ -3,9 +3,10 @@
 
 Each clip is dubbed with its own audio by the warp-only mouth stage under each setting and scored with the
 measures of ``talkingface eval --dub --texture-methods`` (talkingface.evaluate.texture_measures: lip-box PSNR
-and SSIM, sharpness ratio on changed pixels, lip Delta E, flicker; and the re-tracked mouth opening's r
-against the input's own re-tracked opening). The validation speakers (talkingface.training.speakers) are
-refused: settings are chosen here and checked on validation once, afterwards.
+and SSIM, sharpness ratio on changed pixels, lip Delta E, flicker; the re-tracked mouth opening's r against
+the input's own re-tracked opening; and its r and gain against the target track the stage was asked to show).
+The validation speakers (talkingface.training.speakers) are refused: settings are chosen here and checked on
+validation once, afterwards.
 
     python scripts/tune_mouth.py --configs "" "feather_cm=0.12" "feather_cm=0.12:smooth=0.3" --out eval/tune
 
@@ -28,7 +29,7 @@ import numpy as np
 from talkingface import dub as dub_mod
 from talkingface import load, media, mouth
 from talkingface.dub import DubOptions
-from talkingface.evaluate import lip_box, retrack, texture_measures
+from talkingface.evaluate import lip_box, retrack, target_fidelity, texture_measures
 from talkingface.training.landmark_training import score
 from talkingface.training.speakers import speaker_of, split_of
 
@@ -36,7 +37,9 @@ from talkingface.training.speakers import speaker_of, split_of
 DEFAULT_CLIPS = ["rizkiarm__LipNet__GRID_brbk7n", "rizkiarm__LipNet__GRID_lbbc2a",
                  "OpenTalker__SadTalker__WDA_AlexandriaOcasioCortez_000", "OpenTalker__video-retalking__face_2",
                  "KwaiVGI__LivePortrait__d20"]
-KEYS = ("lip_psnr", "lip_ssim", "sharpness_ratio", "delta_e", "flicker_ratio", "r_open_lag0")
+KEYS = ("lip_psnr", "lip_ssim", "sharpness_ratio", "delta_e", "flicker_ratio", "r_open_lag0", "r_target",
+        "gain_target")
+
 
 
 def _memo_track():
@@ -108,13 +111,16 @@ def main() -> None:
             pipe.painter.options = opts
             t0 = time.perf_counter()
             out_path = os.path.join(args.out, f"{clip}.tune.mp4")
-            pipe.dub(path, wav, output=out_path, options=DubOptions(fps=25, length="trim"))
+            res = pipe.dub(path, wav, output=out_path, options=DubOptions(fps=25, length="trim"))
             outf = list(media.iter_video_frames(out_path, fps=25))
             mouth_out, valid_out, _ = retrack(outf, pipe.crop_size)
             m = min(len(mouth_out), len(real_mouth), len(src))
             ok = valid_out[:m] & valid_src[:m]
+            m = min(m, len(res.mouth_canonical))
+            ok = ok[:m]
             row = {"clip": clip, "config": spec or "(defaults)",
                    "r_open_lag0": score(mouth_out[:m], real_mouth[:m], ok)["r_open_lag0"],
+                   **target_fidelity(mouth_out[:m], res.mouth_canonical[:m], ok),
                    **texture_measures(outf, src, reenc, ex["lips"], ok), "seconds": time.perf_counter() - t0}
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
@@ -124,14 +130,14 @@ def main() -> None:
             _write_strip(os.path.join(args.out, f"{clip}.strip.png"), src, strips, ex["lips"], args.strip)
     with open(os.path.join(args.out, "tune.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    lines = ["| config | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | flicker / real | r lag 0 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| config | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | flicker / real | r lag 0 | "
+             "r vs target | gain vs target |", "|---|---|---|---|---|---|---|---|---|"]
     for spec, _, _ in configs:
         rs = [r for r in rows if r["config"] == (spec or "(defaults)")]
         mean = {k: float(np.nanmean([r[k] for r in rs])) for k in KEYS}
         lines.append(f"| {spec or '(defaults)'} | {mean['lip_psnr']:.2f} dB | {mean['lip_ssim']:.3f} | "
                      f"{mean['sharpness_ratio']:.2f} | {mean['delta_e']:.2f} | {mean['flicker_ratio']:.3f} | "
-                     f"{mean['r_open_lag0']:.3f} |")
+                     f"{mean['r_open_lag0']:.3f} | {mean['r_target']:.3f} | {mean['gain_target']:.2f} |")
     table = "\n".join(lines)
     print(f"\nTraining clips ({len(args.clips)}): {', '.join(args.clips)}\n\n{table}")
     with open(os.path.join(args.out, "tune.md"), "w") as f:

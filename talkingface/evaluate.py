@@ -472,6 +472,17 @@ def texture_measures(outf: list, real: list, reenc: list, lips: np.ndarray, ok: 
     }
 
 
+def target_fidelity(shown: np.ndarray, target: np.ndarray, ok: np.ndarray) -> dict:
+    """How faithfully the output shows the mouth it was asked to: r of the re-tracked opening against the target
+    track's opening (lag 0) and the gain, std of the shown opening / std of the target's. Self-dubbing rewards a
+    stage that fails to move the lips (the input's own mouth is the real one); this does not."""
+    iod = metrics.canonical_iod()
+    a, b = metrics.opening(shown, iod)[ok], metrics.opening(target, iod)[ok]
+    if len(a) < 3 or b.std() == 0:
+        return {"r_target": float("nan"), "gain_target": float("nan")}
+    return {"r_target": metrics.pearson(a, b), "gain_target": float(a.std() / b.std())}
+
+
 def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_dir: str | None = None,
                          device: str = "cpu", max_clips: int | None = None) -> dict:
     """Issue 9's texture table: each validation clip dubbed with its own audio by each mouth texture method
@@ -513,7 +524,7 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
             for fr in src:
                 vw.write(np.ascontiguousarray(fr[: h - h % 2, : w - w % 2]))
         reenc = list(media.iter_video_frames(reenc_path, fps=25))
-        runs = [("re-encode (ceiling)", reenc, float("nan"))]
+        runs = [("re-encode (ceiling)", reenc, float("nan"), None)]
         for name, pipe in pipes.items():
             if name in skipped:
                 continue
@@ -527,8 +538,9 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
                 skipped[name] = f"dubbing with the mouth stage failed: {err!r} (dub.py has no mouth-stage painter yet?)"
                 print(f"skipping texture method {name}: {skipped[name]}")
                 continue
-            runs.append((name, list(media.iter_video_frames(path, fps=25)), res.n_frames / res.timings["total"]))
-        for name, outf, fps in runs:
+            runs.append((name, list(media.iter_video_frames(path, fps=25)), res.n_frames / res.timings["total"],
+                         res.mouth_canonical))
+        for name, outf, fps, target in runs:
             ex_out: dict = {}
             mouth_out, valid_out, _ = retrack(outf, size, extra=ex_out)
             m = min(len(mouth_out), len(real), len(src))
@@ -536,6 +548,11 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
             s = score(mouth_out[:m], real[:m], ok)
             row = {"clip": e["clip"], "speaker": e["speaker"], "method": name, "fps": fps,
                    "r_open_lag0": s["r_open_lag0"], "r_open": s["r_open"], "lag_open": s["lag_open"],
+                   **(target_fidelity(mouth_out[:m], target[:m], ok) if target is not None and len(target) >= m
+                      else {"r_target": float("nan"), "gain_target": float("nan")}),
+                   # what a renderer that shows exactly the track it is asked for would score against the real mouth
+                   "r_asked": (score(target[:m], real[:m], ok)["r_open_lag0"] if target is not None
+                               and len(target) >= m else float("nan")),
                    **texture_measures(outf, src, reenc, ex["lips"], ok, changed=name != "re-encode (ceiling)",
                                       out_lips=ex_out["lips"])}
             rows.append(row)
@@ -558,15 +575,23 @@ def format_texture_table(summary: dict, n_clips: int, skipped: dict | None = Non
              "grey, 96 x 64. Sharpness ratio: variance of the Laplacian over the lip-box pixels the method "
              "changed (re-encode: all lip-box pixels), output / real. Delta E: CIE76 in CIELAB over the real "
              "lip pixels (lips drawn elsewhere count); lip colour: Delta E between the mean CIELAB colours of the "
-             "output's own (re-tracked) lips and the real lips, per frame (colour alone). Flicker: mean absolute frame-to-frame change of the lip box, output / real. r: re-tracked "
+             "output's own (re-tracked) lips and the real lips, per frame (colour alone). r vs target: re-tracked "
+             "mouth opening against the mouth track the method was asked to show, lag 0 (gain: std ratio); self-"
+             "dubbing rewards a method that fails to move the lips, this does not; asked-for track: r of that track "
+             "itself against the real one (a method scoring above it shows some of the input's own mouth). "
+             "Flicker: mean absolute "
+             "frame-to-frame change of the lip box, output / real. r: re-tracked "
              "mouth opening against the real track, lag 0 (best within +-2 frames, mean best lag).", "",
              "| method | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | lip colour Delta E | "
-             "flicker / real | r opening, lag 0 (best, lag) | fps |", "|---|---|---|---|---|---|---|---|---|"]
+             "flicker / real | r opening, lag 0 (best, lag) | r vs target (gain) | asked-for track: r lag 0 | fps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         fps = f"{s['fps']:.1f}" if np.isfinite(s["fps"]) else ""
         lines.append(f"| {name} | {s['lip_psnr']:.1f} dB | {s['lip_ssim']:.3f} | {s['sharpness_ratio']:.2f} | "
-                     f"{s['delta_e']:.1f} | {s.get('delta_e_own', float('nan')):.1f} | {s['flicker_ratio']:.2f} | {s['r_open_lag0']:.3f} ({s['r_open']:.3f}, "
-                     f"{s['lag_open']:+.1f}) | {fps} |")
+                     f"{s['delta_e']:.1f} | {s.get('delta_e_own', float('nan')):.1f} | {s['flicker_ratio']:.2f} | "
+                     f"{s['r_open_lag0']:.3f} ({s['r_open']:.3f}, "
+                     f"{s['lag_open']:+.1f}) | {s.get('r_target', float('nan')):.3f} "
+                     f"({s.get('gain_target', float('nan')):.2f}) | {s.get('r_asked', float('nan')):.3f} | {fps} |")
     for name, why in (skipped or {}).items():
         lines.append(f"\n{name}: not evaluated ({why})")
     return "\n".join(lines)

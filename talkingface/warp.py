@@ -44,6 +44,9 @@ LOWER_INNER = [95, 88, 178, 87, 14, 317, 402, 318, 324]
 UPPER_OUTER = [185, 40, 39, 37, 0, 267, 269, 270, 409]
 LOWER_OUTER = [146, 91, 181, 84, 17, 314, 405, 321, 375]
 _MI = {v: i for i, v in enumerate(face.MOUTH)}  # mesh index -> index in the 59 mouth points
+# (outer corner, inner corner, the upper and the lower inner-lip point next to it), left then right
+CORNERS = ((61, 78, 191, 95), (291, 308, 415, 324))
+CORNER_GAP = 0.5  # px: how far those points stay off the corner line (keep_corners)
 
 
 @functools.lru_cache(maxsize=1)
@@ -340,6 +343,75 @@ def stretch_map(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, tri: np
     return out
 
 
+def _ring_triangles() -> np.ndarray:
+    """(40, 3) the lips as a strip of triangles between the outer and the inner contour (face.LIPS_OUTER[k] faces
+    face.LIPS_INNER[k], corner to corner), mesh indices."""
+    o, i = np.asarray(face.LIPS_OUTER), np.asarray(face.LIPS_INNER)
+    k, k1 = np.arange(len(o)), (np.arange(len(o)) + 1) % len(o)
+    return np.concatenate([np.stack([o[k], o[k1], i[k1]], 1), np.stack([o[k], i[k1], i[k]], 1)]).astype(np.int32)
+
+
+RING = _ring_triangles()
+_NOT_MOUTH = np.setdiff1d(np.arange(face.N_MESH), face.MOUTH)
+
+
+def keep_corners(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``dst`` (468, 2) image points with, at each lip corner, the first upper and lower inner-lip points kept on
+    the side of the line from the outer to the inner corner that they are on in ``src`` (at least CORNER_GAP
+    px off it, pushed along its normal). A closing lower lip that rose past that line folded the corner's
+    triangles, and the fold removal then left a notch: the dark fleck under a closed lip's corner."""
+    out = np.array(dst, np.float64, copy=True)
+    for outer, inner, up, low in CORNERS:
+        o, i = out[outer, :2], out[inner, :2]
+        d = i - o
+        length = float(np.hypot(*d))
+        if length < 1e-6:
+            continue
+        n = np.array([-d[1], d[0]]) / length  # unit normal of the corner line
+        so, si = src[outer, :2], src[inner, :2]
+        for p in (up, low):
+            side = np.sign((si - so)[0] * (src[p, 1] - so[1]) - (si - so)[1] * (src[p, 0] - so[0]))
+            if side == 0:
+                continue
+            dist = side * float(n @ (out[p, :2] - o))  # > 0: on its side
+            if dist < CORNER_GAP:
+                out[p, :2] += side * (CORNER_GAP - dist) * n
+    return out
+
+
+def follow_lip_ring(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``dst`` (468, 2) with the mesh points that lie on the lips in ``src`` (between the outer and the inner lip
+    contour, e.g. the corner points 62 and 292) placed where the lips take them: at the same barycentric
+    coordinates in their lip triangle (``RING``) in ``dst``. Interpolated over the mesh graph instead
+    (``spread_matrix``), those points lag the lip contours at the corners, and a closing mouth folds them over.
+    A point on no lip triangle keeps its place."""
+    out = np.array(dst, np.float64, copy=True)
+    a, b, c = (src[RING[:, j], :2].astype(np.float64) for j in range(3))
+    lo, hi = np.minimum(np.minimum(a, b), c).min(0), np.maximum(np.maximum(a, b), c).max(0)
+    pts = src[_NOT_MOUTH, :2].astype(np.float64)
+    cand = np.flatnonzero(((pts >= lo) & (pts <= hi)).all(1))
+    if not cand.size:
+        return out
+    p = pts[cand][:, None, :]  # (P, 1, 2) against (R, 2)
+    v0, v1, v2 = b - a, c - a, p - a
+    den = v0[:, 0] * v1[:, 1] - v0[:, 1] * v1[:, 0]  # (R,)
+    ok_t = np.abs(den) > 1e-9
+    den = np.where(ok_t, den, 1.0)
+    u = (v2[..., 0] * v1[:, 1] - v2[..., 1] * v1[:, 0]) / den  # (P, R) weight of b
+    v = (v0[:, 0] * v2[..., 1] - v0[:, 1] * v2[..., 0]) / den  # weight of c
+    inside = ok_t & (u >= -1e-6) & (v >= -1e-6) & (u + v <= 1 + 1e-6)
+    hit = inside.any(1)
+    if not hit.any():
+        return out
+    r = inside.argmax(1)[hit]
+    rows = np.flatnonzero(hit)
+    u, v = u[rows, r], v[rows, r]
+    tri = RING[r]
+    out[_NOT_MOUTH[cand[hit]]] = ((1 - u - v)[:, None] * dst[tri[:, 0], :2] + u[:, None] * dst[tri[:, 1], :2]
+                                  + v[:, None] * dst[tri[:, 2], :2])
+    return out
+
+
 def target_points(landmarks: np.ndarray, frame: face.FaceFrame, mouth: np.ndarray,
                   own: np.ndarray | None = None) -> np.ndarray:
     """The face's 468 image points (x, y) with the mouth moved to ``mouth`` (59, 3) canonical.
@@ -354,7 +426,11 @@ def target_points(landmarks: np.ndarray, frame: face.FaceFrame, mouth: np.ndarra
         own = frame.to_canonical(pts[face.MOUTH])
     disp = spread_matrix() @ (np.asarray(mouth, np.float64) - own)  # (468, 3) canonical
     delta = frame.to_image(disp) - frame.to_image(np.zeros((1, 3)))
-    return pts[: face.N_MESH, :2] + delta[:, :2]
+    src = pts[: face.N_MESH]
+    return follow_lip_ring(src, keep_corners(src, src[:, :2] + delta[:, :2]))
+
+
+SLIVER = 1.0  # twice the area in px^2 under which a triangle folding over does not count (half a pixel at most)
 
 
 def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: int = 6) -> tuple[np.ndarray, float]:
@@ -364,8 +440,10 @@ def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: 
     src, dst: (N, 2) extended point sets. Returns the safe target and the common factor (1.0 almost always)."""
     dst = np.array(dst, np.float64, copy=True)
     a_src = signed_areas(src, triangles)
+    sliver = np.abs(a_src) < SLIVER
     for _ in range(8):
-        f = _flipped_areas(a_src, signed_areas(dst, triangles))
+        a_dst = signed_areas(dst, triangles)
+        f = _flipped_areas(a_src, a_dst) & ~(sliver & (np.abs(a_dst) < SLIVER))
         if not f.any():
             return dst, 1.0
         v = np.unique(triangles[f])
@@ -373,7 +451,8 @@ def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: 
     lo, hi = 0.0, 1.0
     for _ in range(steps):
         mid = (lo + hi) / 2
-        if _flipped_areas(a_src, signed_areas(src + mid * (dst - src), triangles)).any():
+        a_mid = signed_areas(src + mid * (dst - src), triangles)
+        if (_flipped_areas(a_src, a_mid) & ~(sliver & (np.abs(a_mid) < SLIVER))).any():
             hi = mid
         else:
             lo = mid
