@@ -67,10 +67,11 @@ class MouthOptions:
     # defaults chosen on 10 training-speaker clips (scripts/tune_mouth.py, docs/MOUTH.md) before the validation run
     # that reports them; the first tuned defaults were feather_cm=0.12, smooth=0.3, fill_reach_cm=0.3 (validation
     # sharpness ratio 0.81: too soft), the stage before these options feather_cm=0, seam_alpha=0.6, smooth=0,
-    # fill_reach_cm=0
+    # fill_reach_cm=0; smooth 0.15 -> 0.3 with the lip-corner geometry (2026-12-02, third session: on the 5 tuning
+    # clips r 0.556 -> 0.573, flicker 1.29 -> 1.24; the renderer now shows the track it is given, jitter included)
     feather_cm: float = 0.06
     seam_alpha: float = 0.3
-    smooth: float = 0.15
+    smooth: float = 0.3
     fill_reach_cm: float = 0.2
 
     _RANGES = {"feather_cm": (0.0, 1.0), "seam_alpha": (0.0, 1.0), "smooth": (0.0, 0.95), "fill_reach_cm": (0.0, 0.5)}
