@@ -12,11 +12,14 @@ to the target mouth shape, resampled once at the frame's own resolution. Pieces:
   face fixed at zero. A (468, 59) linear map, computed once.
 * ``clamp_mouth``: impossible lip shapes (lips crossing, a lip thinner than a fraction of its rest
   thickness) are pushed back to possible ones.
+* ``target_points``: the target mesh; ``keep_corners`` keeps each lip corner from turning over as a lip
+  closes, ``follow_lip_ring`` moves the mesh points that lie on the lips with the lips.
 * ``piecewise_affine_maps`` / ``warp_region``: backward maps for ``cv2.remap`` rasterised from the moved
   triangles (each target pixel -> the source position under its triangle's affine), identity where no
   moved triangle covers the pixel, so everything away from the mouth is the input's own pixels bit for bit
   (``reference_maps``: the same maps, computed simply and slowly, for tests and timing).
-* ``flipped``: triangles whose orientation flips between source and target (folds); callers back off.
+* ``flipped``: triangles whose orientation flips between source and target (folds); ``safe_target`` backs
+  off the points of the folds left (not of slivers under half a pixel, ``SLIVER``).
 
 All image-space functions take (x, y) pixel coordinates, float.
 """
@@ -433,17 +436,22 @@ def target_points(landmarks: np.ndarray, frame: face.FaceFrame, mouth: np.ndarra
 SLIVER = 1.0  # twice the area in px^2 under which a triangle folding over does not count (half a pixel at most)
 
 
+def _folds(a_src: np.ndarray, a_dst: np.ndarray) -> np.ndarray:
+    """(F,) bool: triangles that flip or collapse from areas ``a_src`` to ``a_dst``, slivers (both under SLIVER)
+    excepted."""
+    return _flipped_areas(a_src, a_dst) & ~((np.abs(a_src) < SLIVER) & (np.abs(a_dst) < SLIVER))
+
+
 def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: int = 6) -> tuple[np.ndarray, float]:
     """Remove folds: halve the displacement of the points of flipped triangles (locally, up to 8 times), then,
-    if any fold is left, back the whole displacement off by a common factor (bisection).
+    if any fold is left, back the whole displacement off by a common factor (bisection). A sliver that turns
+    over (under SLIVER in both shapes: half a pixel) is not a fold.
 
     src, dst: (N, 2) extended point sets. Returns the safe target and the common factor (1.0 almost always)."""
     dst = np.array(dst, np.float64, copy=True)
     a_src = signed_areas(src, triangles)
-    sliver = np.abs(a_src) < SLIVER
     for _ in range(8):
-        a_dst = signed_areas(dst, triangles)
-        f = _flipped_areas(a_src, a_dst) & ~(sliver & (np.abs(a_dst) < SLIVER))
+        f = _folds(a_src, signed_areas(dst, triangles))
         if not f.any():
             return dst, 1.0
         v = np.unique(triangles[f])
@@ -451,8 +459,7 @@ def safe_target(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, steps: 
     lo, hi = 0.0, 1.0
     for _ in range(steps):
         mid = (lo + hi) / 2
-        a_mid = signed_areas(src + mid * (dst - src), triangles)
-        if (_flipped_areas(a_src, a_mid) & ~(sliver & (np.abs(a_mid) < SLIVER))).any():
+        if _folds(a_src, signed_areas(src + mid * (dst - src), triangles)).any():
             hi = mid
         else:
             lo = mid
