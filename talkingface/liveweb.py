@@ -200,6 +200,7 @@ class LiveEndpoint:
         self._slot = threading.Lock()
         self.sessions = 0  # sessions served (tests, logs)
         self.last_stats: dict | None = None  # the last finished session's summary
+        self.last_options = None  # the last session's live.LiveOptions
         self.unavailable: str | None = None  # why live cannot run here (no live model), else None
 
     def warm(self) -> None:
@@ -357,8 +358,8 @@ class LiveEndpoint:
                                              "when it has finished"})
             return
         stats = LiveStats()
-        options = LiveOptions(head_motion=opts["head_motion"], max_size=opts["max_size"],
-                              face_index=opts["face_index"])
+        options = self.last_options = LiveOptions(head_motion=opts["head_motion"], max_size=opts["max_size"],
+                                                  face_index=opts["face_index"])
         sent: list[float] = []
         dropped = 0
         last_stats = time.monotonic()

@@ -468,39 +468,42 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                         # video's own pixels and has nothing to adapt
                         adapt = gr.Checkbox(label="Adapt to this person's mouth (slower, better likeness)",
                                             value=False, elem_id="adapt", visible=pipe.painter is None)
-                    with gr.Tab("Live", id="live", elem_id="tab-live"):
-                        gr.Markdown("Live: the photo of the *Photo* tab (or the example) talks as you speak into "
-                                    "the microphone or as typed text is spoken, frame by frame at 25 fps. One live "
-                                    f"session at a time, up to {limits.live_max_seconds:g} s.")
+                    with gr.Tab("Live", id="live", elem_id="tab-live") as tab_live:
+                        gr.Markdown("Live: the photo of the *Photo* tab (or the example), with that tab's head "
+                                    "motion, talks as you speak into the microphone or as typed text is spoken, "
+                                    "frame by frame at 25 fps. One live session at a time, up to "
+                                    f"{limits.live_max_seconds:g} s.")
                         gr.HTML(liveweb.player_html(limits), elem_id="live-player")
-                speech_from = gr.Radio([SPEECH_AUDIO, SPEECH_TEXT], value=SPEECH_AUDIO, label="Speech",
-                                       elem_id="speech-from")
-                with gr.Group(visible=True) as audio_box:
-                    audio = gr.Audio(label=f"Speech (upload or record; up to {limits.max_seconds:g} s)",
-                                     sources=["upload", "microphone"], type="filepath", elem_id="audio")
-                with gr.Group(visible=False) as text_box:
-                    text = gr.Textbox(label="Text to say", lines=3, max_length=limits.max_text_chars,
-                                      placeholder=EXAMPLE_TEXT, elem_id="text")
+                # the render controls: hidden in the Live tab, which has its own (liveweb.player_html)
+                with gr.Column(elem_id="render-controls") as controls:
+                    speech_from = gr.Radio([SPEECH_AUDIO, SPEECH_TEXT], value=SPEECH_AUDIO, label="Speech",
+                                           elem_id="speech-from")
+                    with gr.Group(visible=True) as audio_box:
+                        audio = gr.Audio(label=f"Speech (upload or record; up to {limits.max_seconds:g} s)",
+                                         sources=["upload", "microphone"], type="filepath", elem_id="audio")
+                    with gr.Group(visible=False) as text_box:
+                        text = gr.Textbox(label="Text to say", lines=3, max_length=limits.max_text_chars,
+                                          placeholder=EXAMPLE_TEXT, elem_id="text")
+                        with gr.Row():
+                            voice = gr.Dropdown(voices, value=voices[0][1] if voices else None, label="Voice",
+                                                elem_id="voice")
+                            rate = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speaking rate (1 = normal)",
+                                             elem_id="rate")
                     with gr.Row():
-                        voice = gr.Dropdown(voices, value=voices[0][1] if voices else None, label="Voice",
-                                            elem_id="voice")
-                        rate = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speaking rate (1 = normal)",
-                                         elem_id="rate")
-                with gr.Row():
-                    face = gr.Number(value=0, precision=0, minimum=0, maximum=checks.MAX_FACES - 1,
-                                     label="Face (0 = largest)", elem_id="face")
-                    size = gr.Dropdown(SIZES, value=SIZES[0][1], label="Output size (longer side)",
-                                       elem_id="size")
-                with gr.Accordion("Advanced", open=False):
-                    motion = gr.Slider(0.5, 1.5, value=1.0, step=0.05, label="Mouth motion (photo)",
-                                       elem_id="motion")
-                    gate = gr.Checkbox(value=True, label="Rest the mouth in silence (photo)", elem_id="gate")
-                    keep = gr.Slider(0.0, 1.0, value=0.0, step=0.05, elem_id="keep-expression",
-                                     label="Keep the photo's own mouth expression at rest (photo; 0 = neutral)")
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of the head motion (photo)",
-                                     elem_id="seed")
-                button = gr.Button("Render", variant="primary", elem_id="render")
-            with gr.Column(scale=1):
+                        face = gr.Number(value=0, precision=0, minimum=0, maximum=checks.MAX_FACES - 1,
+                                         label="Face (0 = largest)", elem_id="face")
+                        size = gr.Dropdown(SIZES, value=SIZES[0][1], label="Output size (longer side)",
+                                           elem_id="size")
+                    with gr.Accordion("Advanced", open=False):
+                        motion = gr.Slider(0.5, 1.5, value=1.0, step=0.05, label="Mouth motion (photo)",
+                                           elem_id="motion")
+                        gate = gr.Checkbox(value=True, label="Rest the mouth in silence (photo)", elem_id="gate")
+                        keep = gr.Slider(0.0, 1.0, value=0.0, step=0.05, elem_id="keep-expression",
+                                         label="Keep the photo's own mouth expression at rest (photo; 0 = neutral)")
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of the head motion (photo)",
+                                         elem_id="seed")
+                    button = gr.Button("Render", variant="primary", elem_id="render")
+            with gr.Column(scale=1) as results:
                 result = gr.Video(label="Result", interactive=False, elem_id="result", height=400,
                                   buttons=["download"])
                 track = gr.File(label="Mouth landmarks (JSON)", interactive=False, elem_id="landmarks")
@@ -527,8 +530,13 @@ def build_app(pipe: Pipeline, limits: Limits = Limits()):
                     f"for {limits.keep_results_s // 60} minutes. Renders run one at a time; others wait in line.")
 
         # which face source is used: the open tab
-        tab_photo.select(lambda: "photo", None, mode, queue=False, show_progress="hidden")
-        tab_dub.select(lambda: "dub", None, mode, queue=False, show_progress="hidden")
+        tab_photo.select(lambda: ("photo", gr.update(visible=True), gr.update(visible=True)), None,
+                         [mode, controls, results], queue=False, show_progress="hidden")
+        tab_dub.select(lambda: ("dub", gr.update(visible=True), gr.update(visible=True)), None,
+                       [mode, controls, results], queue=False, show_progress="hidden")
+        # Live streams into its own player: the render controls and the result column would only mislead
+        tab_live.select(lambda: (gr.update(visible=False), gr.update(visible=False)), None, [controls, results],
+                        queue=False, show_progress="hidden")
         speech_from.change(lambda s: (gr.update(visible=s == SPEECH_AUDIO), gr.update(visible=s == SPEECH_TEXT)),
                            speech_from, [audio_box, text_box], queue=False, show_progress="hidden")
         button.click(render, [mode, photo, video, speech_from, audio, text, voice, rate, face, size, adapt, motion,

@@ -369,8 +369,10 @@ def test_live_tab_in_a_browser_with_a_fake_microphone(live_server, fake_micropho
             page.wait_for_selector("#render")
             page.locator("#photo input[type=file]").set_input_files(astronaut_path)
             page.locator("#photo img").wait_for()
+            page.locator("#head-motion input[value=still]").check()  # the Live tab uses the Photo tab's choice
             page.get_by_role("tab", name="Live").click()
-            page.evaluate("window.talkingfaceLiveOptions = {head_motion: 'still'}")
+            page.locator("#render").wait_for(state="hidden")  # the render controls and result are not the Live tab's
+            assert page.locator("#result").is_hidden()
             page.click("#tf-live-start")
             page.wait_for_function("window.talkingfaceLive.frames >= 10", timeout=30_000)
             f0, t0 = page.evaluate("[window.talkingfaceLive.frames, performance.now()]")
@@ -391,6 +393,9 @@ def test_live_tab_in_a_browser_with_a_fake_microphone(live_server, fake_micropho
             page.wait_for_function("!window.talkingfaceLive.running")
             _wait_idle(endpoint)
             assert page.inner_text("#tf-live-status").startswith("Stopped")
+            assert endpoint.last_options.head_motion == "still"
+            page.get_by_role("tab", name="Photo").click()
+            page.locator("#render").wait_for(state="visible")
         finally:
             browser.close()
     assert outside == []  # nothing from outside the server

@@ -35,6 +35,15 @@
     if ($("tf-live-stop")) $("tf-live-stop").disabled = !running;
     if ($("tf-live-say")) $("tf-live-say").disabled = !(running && mode() === "text");
   }
+
+  // the head motion: window.talkingfaceLiveOptions (an embedding page, tests), else the Photo tab's choice
+  function headMotion() {
+    const forced = (window.talkingfaceLiveOptions || {}).head_motion;
+    if (forced) return forced;
+    const picked = document.querySelector("#head-motion input:checked");
+    return picked && ["natural", "subtle", "still"].includes(picked.value) ? picked.value : "natural";
+  }
+
   function mode() {
     const r = document.querySelector("input[name=tf-live-source]:checked");
     return r ? r.value : "audio";
@@ -132,7 +141,7 @@
       await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("cannot connect")); });
       const text = ($("tf-live-text") || {}).value || "";
       const opts = { type: "start", mode: m, format: "f32", sample_rate: SR, photo: photo ? "upload" : "example",
-                     head_motion: (window.talkingfaceLiveOptions || {}).head_motion || "natural" };
+                     head_motion: headMotion() };
       if (m === "text") opts.text = text;
       ws.send(JSON.stringify(opts));
       if (photo) ws.send(photo);
