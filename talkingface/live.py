@@ -10,7 +10,7 @@ to end, on the same stages:
 1. ``audio.StreamingWhisper``: Whisper's encoder on 4 s windows (the window is part of the live model's
    config), one pass per 4 frames (160 ms), each window ending 1 frame after its block. A file gets exactly
    the features its live stream gets.
-2. ``landmarks.LandmarkStream``: a unidirectional landmark model (``landmarks-live-v3``, trained on those
+2. ``landmarks.LandmarkStream``: a unidirectional landmark model (``landmarks-live-v4``, trained on those
    features) run frame by frame with its LSTM state; it sees 2 frames of features ahead.
 3. A causal speech gate (``LiveGate``): speech-band energy against the loudest frame so far and Silero VAD's
    voice probability, both streamed; the mouth rests where nobody speaks.
@@ -44,7 +44,7 @@ from .landmarks import LandmarkConfig, LandmarkModel, LandmarkStream
 
 log = logging.getLogger(__name__)
 
-LIVE_MODEL = "landmarks-live-v3"
+LIVE_MODEL = "landmarks-live-v4"
 SPF = audio_mod.SAMPLES_PER_FRAME  # 640 samples per video frame at 25 fps
 
 

@@ -67,7 +67,7 @@ def test_landmark_stream_equals_the_offline_model():
         LandmarkStream(LandmarkModel(LandmarkConfig(bidirectional=True)))
 
 
-# --- the live pipeline (the shipped landmarks-live-v3) -------------------------------------------------------
+# --- the live pipeline (the shipped landmarks-live-v4) -------------------------------------------------------
 
 def _opening(mouths) -> np.ndarray:
     from talkingface import metrics
