@@ -40,8 +40,6 @@ DEFAULT_CLIPS = ["rizkiarm__LipNet__GRID_brbk7n", "rizkiarm__LipNet__GRID_lbbc2a
 KEYS = ("lip_psnr", "lip_ssim", "sharpness_ratio", "delta_e", "flicker_ratio", "r_open_lag0", "r_target",
         "gain_target")
 
-
-
 def _memo_track():
     """dub._track computed once per video (the tracking does not depend on the mouth stage's settings)."""
     orig, cache = dub_mod._track, {}
@@ -114,10 +112,8 @@ def main() -> None:
             res = pipe.dub(path, wav, output=out_path, options=DubOptions(fps=25, length="trim"))
             outf = list(media.iter_video_frames(out_path, fps=25))
             mouth_out, valid_out, _ = retrack(outf, pipe.crop_size)
-            m = min(len(mouth_out), len(real_mouth), len(src))
+            m = min(len(mouth_out), len(real_mouth), len(src), len(res.mouth_canonical))
             ok = valid_out[:m] & valid_src[:m]
-            m = min(m, len(res.mouth_canonical))
-            ok = ok[:m]
             row = {"clip": clip, "config": spec or "(defaults)",
                    "r_open_lag0": score(mouth_out[:m], real_mouth[:m], ok)["r_open_lag0"],
                    **target_fidelity(mouth_out[:m], res.mouth_canonical[:m], ok),

@@ -472,15 +472,27 @@ def texture_measures(outf: list, real: list, reenc: list, lips: np.ndarray, ok: 
     }
 
 
-def target_fidelity(shown: np.ndarray, target: np.ndarray, ok: np.ndarray) -> dict:
+def target_fidelity(shown: np.ndarray, target: np.ndarray | None, ok: np.ndarray,
+                    real: np.ndarray | None = None) -> dict:
     """How faithfully the output shows the mouth it was asked to: r of the re-tracked opening against the target
     track's opening (lag 0) and the gain, std of the shown opening / std of the target's. Self-dubbing rewards a
-    stage that fails to move the lips (the input's own mouth is the real one); this does not."""
+    stage that fails to move the lips (the input's own mouth is the real one); this does not. With ``real``
+    (the real mouth track) also ``r_asked``: the target track's own lag-0 r against it, what a renderer that
+    shows exactly its track would score (one scoring above it shows some of the input's own mouth). All NaN
+    without a target covering the frames of ``ok``."""
+    nan = {"r_target": float("nan"), "gain_target": float("nan"), **({} if real is None else {"r_asked": float("nan")})}
+    if target is None or len(target) < len(ok):
+        return nan
     iod = metrics.canonical_iod()
-    a, b = metrics.opening(shown, iod)[ok], metrics.opening(target, iod)[ok]
+    a, b = metrics.opening(shown, iod)[ok], metrics.opening(target[: len(ok)], iod)[ok]
     if len(a) < 3 or b.std() == 0:
-        return {"r_target": float("nan"), "gain_target": float("nan")}
-    return {"r_target": metrics.pearson(a, b), "gain_target": float(a.std() / b.std())}
+        return nan
+    out = {"r_target": metrics.pearson(a, b), "gain_target": float(a.std() / b.std())}
+    if real is not None:
+        from .training.landmark_training import score
+
+        out["r_asked"] = score(target[: len(ok)], real, ok)["r_open_lag0"]
+    return out
 
 
 def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_dir: str | None = None,
@@ -548,11 +560,7 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
             s = score(mouth_out[:m], real[:m], ok)
             row = {"clip": e["clip"], "speaker": e["speaker"], "method": name, "fps": fps,
                    "r_open_lag0": s["r_open_lag0"], "r_open": s["r_open"], "lag_open": s["lag_open"],
-                   **(target_fidelity(mouth_out[:m], target[:m], ok) if target is not None and len(target) >= m
-                      else {"r_target": float("nan"), "gain_target": float("nan")}),
-                   # what a renderer that shows exactly the track it is asked for would score against the real mouth
-                   "r_asked": (score(target[:m], real[:m], ok)["r_open_lag0"] if target is not None
-                               and len(target) >= m else float("nan")),
+                   **target_fidelity(mouth_out[:m], target, ok, real[:m]),
                    **texture_measures(outf, src, reenc, ex["lips"], ok, changed=name != "re-encode (ceiling)",
                                       out_lips=ex_out["lips"])}
             rows.append(row)
@@ -579,9 +587,8 @@ def format_texture_table(summary: dict, n_clips: int, skipped: dict | None = Non
              "mouth opening against the mouth track the method was asked to show, lag 0 (gain: std ratio); self-"
              "dubbing rewards a method that fails to move the lips, this does not; asked-for track: r of that track "
              "itself against the real one (a method scoring above it shows some of the input's own mouth). "
-             "Flicker: mean absolute "
-             "frame-to-frame change of the lip box, output / real. r: re-tracked "
-             "mouth opening against the real track, lag 0 (best within +-2 frames, mean best lag).", "",
+             "Flicker: mean absolute frame-to-frame change of the lip box, output / real. r: re-tracked mouth "
+             "opening against the real track, lag 0 (best within +-2 frames, mean best lag).", "",
              "| method | lip-box PSNR | lip-box SSIM | sharpness ratio | lip Delta E | lip colour Delta E | "
              "flicker / real | r opening, lag 0 (best, lag) | r vs target (gain) | asked-for track: r lag 0 | fps |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -6,7 +6,8 @@ frame of the same clip whose mouth is at least as open as B's, as the dubbing ba
 another clip, as the photo-mode donors would; or A itself). A's crop is warped to the geometry the renderer
 would compute (A's mesh with B's 59 mouth points, spread by ``warp.spread_matrix``), the opening is filled
 from C and blended as the renderer does, with compositing settings drawn around the defaults
-(``mouth.compose_crop``, ``mouth.MouthOptions``) and the network learns to turn that into B inside the band around the lips.
+(``mouth.compose_crop``, ``mouth.MouthOptions``), and the network learns to turn that into B inside the band
+around the lips.
 
 Losses (no pretrained perceptual network exists offline): L1 inside the band on a 3-level image pyramid,
 a focal-frequency-style spectrum L1 of the band region, and after ``warmup`` steps a hinge patch
@@ -227,8 +228,9 @@ def train(clips: list[MouthClip], holdout: list[MouthClip], config: mouth.Refine
     val = PairSampler(holdout, 123).sample(96) if holdout else None
     if val is not None and "val_warp_only" not in info:
         info["val_warp_only"] = band_l1(None, val)
-    run = {"start_step": info["step"], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(),
-           "adv_weight": adv_weight, "fm_weight": fm_weight, "freq_weight": freq_weight, "hole_l1": hole_l1}
+    run = {"start_step": info["step"], "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "threads": torch.get_num_threads(), "adv_weight": adv_weight, "fm_weight": fm_weight,
+           "freq_weight": freq_weight, "hole_l1": hole_l1}
     info["runs"].append(run)
     t_run = time.time()
     t_saved = t_run
