@@ -10,7 +10,7 @@ validation clips' audio and on the held-out audio-only recordings (``landmark_tr
 development set on which distillation variants may be compared).
 
     python scripts/eval_live_landmarks.py                                      # -> markdown tables
-    python scripts/eval_live_landmarks.py --models landmarks-v1,landmarks-live-v4,runs/x/landmarks-....safetensors
+    python scripts/eval_live_landmarks.py --models landmarks-v2,landmarks-live-v6,runs/x/landmarks-....safetensors
 """
 import argparse
 import os
@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from talkingface import checkpoints, metrics
-from talkingface.landmarks import LandmarkConfig, LandmarkModel
+from talkingface.landmarks import LandmarkConfig, build
 from talkingface.training import landmark_training as lt
 
 
 def load(name: str, folder: str):
     path = name if name.endswith(".safetensors") else checkpoints.resolve(name, folder)
-    model, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
+    model, meta = checkpoints.load_module(path, build, LandmarkConfig, model="landmarks")
     return model.eval(), int(meta.get("info", {}).get("sync_delay", 0))
 
 
@@ -37,7 +37,7 @@ def predict(model, feats: np.ndarray, delay: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--models", default="landmarks-v1,landmarks-live-v4",
+    ap.add_argument("--models", default="landmarks-v2,landmarks-live-v6",
                     help="checkpoint names or .safetensors paths; the first is the offline reference")
     ap.add_argument("--checkpoints", default=str(checkpoints.DEFAULT_DIR))
     ap.add_argument("--audio", default="../shared/data/audio", help="audio-only recordings (for the dev set)")

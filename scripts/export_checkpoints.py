@@ -5,6 +5,8 @@ checkpoints/MANIFEST.json, and write a training report next to them. The only wa
     python scripts/export_checkpoints.py --landmarks runs/landmarks-whisper.safetensors --name landmarks-v1
     python scripts/export_checkpoints.py --texture runs/texture-128.safetensors --name texture-v1
     python scripts/export_checkpoints.py --mouth runs/mouth-refine.train.safetensors --name mouth-v2
+    python scripts/export_checkpoints.py --ensemble runs/a/landmarks-x.safetensors,runs/b/landmarks-x.safetensors \
+        --name landmarks-live-v5                  # models trained apart, averaged
     python scripts/export_checkpoints.py --name landmarks-v1 --sync-delay runs/sync-delay-landmarks-v1.json
 
 The last form re-stamps an exported landmark checkpoint's metadata with the sync delay decided by
@@ -39,6 +41,11 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
             f"- audio/video offsets corrected on {len(info.get('av_shifts', {}))} training clips: "
             f"{json.dumps(info.get('av_shifts', {}))}",
         ]
+        if "members" in info:
+            lines.append(f"- an ensemble of {len(info['members'])} models of this recipe trained apart (seeds "
+                         f"{', '.join(str(m['seed']) for m in info['members'])}), predictions averaged "
+                         f"(`talkingface.landmarks.LandmarkEnsemble`); the time is all of them together, the losses "
+                         f"below are the first member's")
         if "distillation" in info:
             d = info["distillation"]
             extra = d.get("extra_audio")
@@ -47,7 +54,8 @@ def report(name: str, kind: str, meta: dict, history: list[dict]) -> str:
                 f"with weight {d['weight']}, the real mouths {1 - d['weight']:g}) on the training clips"
                 + (f" and {extra['files']} speech recordings without video ({extra['seconds']} s, "
                    f"{extra['folder']}; one in five held out as the development set, files naming a validation "
-                   f"speaker skipped)" if extra else ""))
+                   f"speaker skipped" + (f"; played at speeds {', '.join(f'{v:g}' for v in extra['speeds'])}, "
+                                         f"speed perturbation" if extra.get("speeds") else "") + ")" if extra else ""))
         if "sync_delay_source" in info:
             lines.append(f"- sync delay: {info['sync_delay']} frames at load, {info['sync_delay_source']} (the "
                          "student learns the teacher's undelayed output)")
@@ -154,6 +162,42 @@ def export_mouth(source: Path, name: str, directory: Path) -> None:
     print(f"exported {directory / file} ({(directory / file).stat().st_size / 1e6:.1f} MB)")
 
 
+def export_ensemble(sources: list[Path], name: str, directory: Path) -> None:
+    """Landmark models trained apart (same config and sync delay) as one checkpoint whose predictions are their
+    mean (``landmarks.LandmarkEnsemble``); the report holds each member's own report."""
+    from talkingface.landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel
+
+    models, metas = [], []
+    for src in sources:
+        model, meta = checkpoints.load_module(src, LandmarkModel, LandmarkConfig, model="landmarks")
+        models.append(model)
+        metas.append(meta)
+    delays = {int(m["info"].get("sync_delay", 0)) for m in metas}
+    if len(delays) != 1:
+        raise SystemExit(f"the members have different sync delays {sorted(delays)}: they cannot be averaged")
+    ens = LandmarkEnsemble.from_models(models)
+    file = f"{name}.safetensors"
+    if (directory / file).exists():
+        raise SystemExit(f"{directory / file} exists: a new model gets a new version")
+    info = {"sync_delay": delays.pop(),
+            "members": [{"source": str(src), **m["info"]} for src, m in zip(sources, metas)]}
+    if "sync_delay_source" in metas[0]["info"]:
+        info["sync_delay_source"] = metas[0]["info"]["sync_delay_source"]
+    checkpoints.save_module(directory / file, ens, ens.config, model="landmarks", info=info)
+    parts = [f"# {name}: training report", "",
+             f"An ensemble of {len(models)} landmark models of one config, trained apart; its prediction is the mean "
+             f"of theirs (`talkingface.landmarks.LandmarkEnsemble`), with sync delay {info['sync_delay']}. config: "
+             f"`{json.dumps(ens.config.to_dict())}`. Each member's report follows.", ""]
+    for i, (src, meta) in enumerate(zip(sources, metas)):
+        history = json.loads(src.with_suffix(".json").read_text())["history"]
+        text = report(f"member {i + 1} (`{src}`)", "landmarks", meta, history)
+        parts.append(text.replace("\n## ", "\n### ").replace("# member", "## member", 1))
+    (directory / f"{name}.md").write_text("\n".join(parts))
+    checkpoints.add_to_manifest(directory, name, file, model="landmarks",
+                                info={"report": f"{name}.md", "config": ens.config.to_dict()})
+    print(f"exported {directory / file} ({(directory / file).stat().st_size / 1e6:.1f} MB)")
+
+
 def history_from_report(text: str) -> list[dict]:
     """The loss rows of a report's "Training losses" table (the report keeps them when the run's log is gone)."""
     section = text.split("## Training losses", 1)[1].split("\n## ", 1)[0]
@@ -197,6 +241,8 @@ def main() -> None:
     src.add_argument("--landmarks", help="runs/landmarks-*.safetensors")
     src.add_argument("--texture", help="runs/texture-*.safetensors")
     src.add_argument("--mouth", help="runs/mouth-refine.train.safetensors (the mouth stage's refine network)")
+    src.add_argument("--ensemble", metavar="A,B[,...]", help="runs/landmarks-*.safetensors of one config, trained "
+                     "apart: one checkpoint that averages them")
     src.add_argument("--sync-delay", metavar="JSON", help="re-stamp the exported landmark checkpoint --name with "
                      "the sync delay of scripts/train_landmarks.py --sync-delay-cv")
     ap.add_argument("--name", required=True, help="versioned name, e.g. landmarks-v1 (never reused)")
@@ -204,6 +250,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.sync_delay:
         restamp_sync_delay(Path(args.dir), args.name, Path(args.sync_delay))
+        return
+    if args.ensemble:
+        directory = Path(args.dir)
+        directory.mkdir(exist_ok=True)
+        export_ensemble([Path(p) for p in args.ensemble.split(",")], args.name, directory)
         return
     if args.mouth:
         directory = Path(args.dir)

@@ -3,6 +3,9 @@
 
     python scripts/train_landmarks.py                          # whisper features, 1000 steps -> runs/
     python scripts/train_landmarks.py --cv 4                   # speaker-grouped CV on the TRAIN split only
+    python scripts/train_landmarks.py --members 3 --av-offsets-from checkpoints/landmarks-v1.safetensors \
+        --out runs/v2                                          # landmarks-v2: three models averaged
+    python scripts/train_landmarks.py --cv 3 --members 3 --cv-delay 2   # does averaging three pay? (CV)
     python scripts/train_landmarks.py --feature logmel
     python scripts/train_landmarks.py --feature whisper_stream --causal \
         --av-offsets-from checkpoints/landmarks-v1.safetensors       # the live model (talkingface.live)
@@ -26,17 +29,21 @@ import numpy as np
 
 from talkingface.audio import LIVE_WINDOW
 from talkingface.checkpoints import save_module
-from talkingface.landmarks import LandmarkConfig
+from talkingface.landmarks import LandmarkConfig, LandmarkEnsemble
 from talkingface.training import landmark_training as lt
 
 
-def evaluate(model, clips, direction) -> list[dict]:
+def evaluate(model, clips, direction, delay: int = 0) -> list[dict]:
+    """Rows of measures per clip and method: ``model`` (or each of a {method: model} dict), its prediction delayed by
+    ``delay`` frames (a sync delay), and the static and energy baselines."""
     import torch
 
+    models = model if isinstance(model, dict) else {"model": model}
     rows = []
     for c in clips:
-        off = model.predict(torch.from_numpy(c.feats)).numpy()  # (T, 59, 3)
-        tracks = {"model": c.neutral + off, **lt.baseline_tracks(c.neutral, c.energy, direction)}
+        tracks = {name: c.neutral + lt.shift(m.predict(torch.from_numpy(c.feats)).numpy(), -delay)  # (T, 59, 3)
+                  for name, m in models.items()}
+        tracks.update(lt.baseline_tracks(c.neutral, c.energy, direction))
         for method, track in tracks.items():
             rows.append({"clip": c.name, "speaker": c.speaker, "method": method, **lt.score(track, c.mouth, c.valid)})
     return rows
@@ -44,7 +51,7 @@ def evaluate(model, clips, direction) -> list[dict]:
 
 def summarize(rows: list[dict]) -> dict:
     out = {}
-    for method in ("model", "static", "energy"):
+    for method in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == method]
         out[method] = {k: float(np.mean([r[k] for r in rs])) for k in
                        ("r_open", "r_open_lag0", "r_width", "r_width_lag0", "lip_dist")}
@@ -53,9 +60,9 @@ def summarize(rows: list[dict]) -> dict:
 
 def print_summary(title: str, summary: dict) -> None:
     print(f"\n{title}")
-    print(f"{'method':8s} {'r_open':>7s} {'(lag0)':>7s} {'r_width':>8s} {'(lag0)':>7s} {'lip_dist':>9s}")
+    print(f"{'method':14s} {'r_open':>7s} {'(lag0)':>7s} {'r_width':>8s} {'(lag0)':>7s} {'lip_dist':>9s}")
     for m, s in summary.items():
-        print(f"{m:8s} {s['r_open']:7.3f} {s['r_open_lag0']:7.3f} {s['r_width']:8.3f} {s['r_width_lag0']:7.3f} "
+        print(f"{m:14s} {s['r_open']:7.3f} {s['r_open_lag0']:7.3f} {s['r_width']:8.3f} {s['r_width_lag0']:7.3f} "
               f"{s['lip_dist']:9.4f}")
 
 
@@ -86,6 +93,13 @@ def main() -> None:
                     help="steps of each held-out-speaker model that estimates AV offsets (default 500)")
     ap.add_argument("--cv", type=int, default=0, help="K-fold speaker-grouped CV on the train split, then exit")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--members", type=int, default=1,
+                    help="train N models of the recipe (seeds --seed, --seed + 1, ...) and save their average "
+                         "(landmarks.LandmarkEnsemble; its sync delay is cross-validated with ensembles too); with "
+                         "--cv: score the first member alone and the first 2..N averaged")
+    ap.add_argument("--cv-delay", type=int, default=0, metavar="FRAMES",
+                    help="with --cv: score the predictions delayed by this many frames (a sync delay, e.g. the "
+                         "shipped 2)")
     ap.add_argument("--sync-delay-cv", metavar="CHECKPOINT",
                     help="only decide the sync delay of CHECKPOINT's recipe (its config, AV offsets and steps) by "
                          "CV on the training speakers; writes runs/sync-delay-<name>.json for export_checkpoints.py")
@@ -96,6 +110,9 @@ def main() -> None:
     ap.add_argument("--extra-audio", metavar="FOLDER",
                     help="with --teacher: speech recordings without video, learnt from the teacher's predictions "
                          "only (files that name a validation speaker are skipped)")
+    ap.add_argument("--extra-audio-speeds", default="", metavar="S1,S2",
+                    help="with --extra-audio: also learn the recordings played at these speeds (e.g. 0.9,1.1: "
+                         "speed perturbation; features go to <data>/audio_speed<S> once)")
     ap.add_argument("--out", default="runs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
@@ -150,17 +167,23 @@ def main() -> None:
         teacher = load_teacher(args.teacher)
         teacher_info = add_teacher_targets(args, clips, shifts, teacher)
         if args.extra_audio:
+            speeds = [float(v) for v in args.extra_audio_speeds.split(",") if v.strip()]
             extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), config.data_key,
                                         teacher)
+            for speed in speeds:
+                extra += lt.audio_only_clips(args.extra_audio, os.path.join(args.data, f"audio_speed{speed:g}"),
+                                             config.data_key, teacher, speed=speed)
             teacher_info["extra_audio"] = {"folder": args.extra_audio, "files": len(extra),
                                            "seconds": round(sum(len(c.feats) for c in extra) / 25, 1)}
+            if speeds:
+                teacher_info["extra_audio"]["speeds"] = [1.0] + speeds
         print(f"distilling {args.teacher} (weight {args.distill}): "
               f"{sum(c.teacher is not None for c in clips)} training clips"
               + (f" + {len(extra)} audio-only recordings ({teacher_info['extra_audio']['seconds']} s)" if extra else ""))
 
     def fit(clip_set):
-        model, log = lt.train(clip_set + extra, config, steps=args.steps, seed=args.seed, device=args.device,
-                              distill=args.distill if args.teacher else 0.0)
+        model, log = lt.train_members(clip_set + extra, config, args.members, steps=args.steps, seed=args.seed,
+                                      device=args.device, distill=args.distill if args.teacher else 0.0)
         log["info"]["av_shifts"] = shifts
         if args.teacher:
             log["info"]["distillation"] = {**teacher_info, "weight": args.distill}
@@ -177,10 +200,20 @@ def main() -> None:
             fold = [lt.Clip(**{**c.__dict__, "split": "train"}) if c.speaker not in held else
                     lt.Clip(**{**c.__dict__, "split": "val", "feats": original_feats[c.name]}) for c in train]
             model, _ = fit(fold)
+            if args.members > 1:  # the first member alone, and the first k averaged
+                model = {"model": model.members[0], **{f"mean of {k}": LandmarkEnsemble.from_models(
+                    list(model.members[:k])) for k in range(2, args.members + 1)}}
             direction = lt.energy_direction(fold)
-            rows += evaluate(model, [c for c in fold if c.split == "val"], direction)
-        print_summary(f"speaker-grouped {args.cv}-fold CV on the train split ({args.feature}, {len(train)} clips)",
+            rows += evaluate(model, [c for c in fold if c.split == "val"], direction, args.cv_delay)
+        print_summary(f"speaker-grouped {args.cv}-fold CV on the train split ({args.feature}, {len(train)} clips"
+                      + (f", predictions delayed {args.cv_delay} frames" if args.cv_delay else "") + ")",
                       summarize(rows))
+        if args.members > 1:
+            os.makedirs(args.out, exist_ok=True)
+            path = os.path.join(args.out, f"cv{args.cv}-{args.feature}-members{args.members}-delay{args.cv_delay}.json")
+            with open(path, "w") as f:
+                json.dump({"summary": summarize(rows), "rows": rows}, f, indent=1)
+            print(f"wrote {path}")
         return
 
     model, log = fit(clips)
@@ -196,7 +229,7 @@ def main() -> None:
         sync = {"sync_delay": 0, "skipped": True}
     else:
         sync = lt.cross_validate_sync_delay(train_only, config, shifts, steps=args.steps, seed=args.seed,
-                                            device=args.device)
+                                            device=args.device, members=args.members)
     direction = lt.energy_direction(clips)
     val = [c for c in clips if c.split == "val"]
     rows = evaluate(model, val, direction)
@@ -210,7 +243,7 @@ def main() -> None:
             "sync_delay": sync["sync_delay"],
             **({} if args.no_sync_cv or args.teacher else {"sync_delay_cv": sync}),
             **({"sync_delay_source": sync["source"]} if args.teacher else {})}
-    save_module(path, model, config, model="landmarks", info=info)
+    save_module(path, model, model.config, model="landmarks", info=info)
     with open(path.replace(".safetensors", ".json"), "w") as f:
         json.dump({"info": info, "history": log["history"], "val_rows": rows}, f, indent=1)
     print(f"wrote {path}")
@@ -218,9 +251,9 @@ def main() -> None:
 
 def load_teacher(path: str):
     from talkingface import checkpoints
-    from talkingface.landmarks import LandmarkModel
+    from talkingface.landmarks import build
 
-    model, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
+    model, meta = checkpoints.load_module(path, build, LandmarkConfig, model="landmarks")
     return model.eval()
 
 

@@ -26,7 +26,6 @@ import resource
 import tempfile
 import time
 from contextlib import redirect_stdout
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -190,7 +189,11 @@ def bench_live(args: argparse.Namespace) -> int:
     offline = pipe.render(image, wav, options=RenderOptions(head_motion="still"))
     m = min(len(mouths), offline.n_frames)
     iod = metrics.canonical_iod()
-    r = metrics.pearson(metrics.opening(np.stack(mouths[:m]), iod), metrics.opening(offline.mouth_canonical[:m], iod))
+    live_open = metrics.opening(np.stack(mouths[:m]), iod)
+    off_open = metrics.opening(offline.mouth_canonical[:m], iod)
+    r = metrics.pearson(live_open, off_open)
+    seg = 30 * 25  # does the lip sync hold over a long stream? r per 30 s
+    r_seg = [metrics.pearson(live_open[i: i + seg], off_open[i: i + seg]) for i in range(0, m - seg + 1, seg)]
     _machine(args)
     summary = stats.summary()
     print(f"pipeline build (models, once): {build_s:.2f} s; live landmark model sync delay {pipe.live_model()[1]} "
@@ -211,6 +214,9 @@ def bench_live(args: argparse.Namespace) -> int:
     print(f"sustained: {n / wall:.2f} frames/s (real time: 25); rendered {stats.rendered}, repeated to stay live "
           f"{stats.repeated}; silence inserted for a late producer {stats.silence_inserted:.2f} s")
     print(f"lip sync against the offline render of the same audio: r of mouth opening {r:.3f} ({m} frames)")
+    if len(r_seg) > 1:
+        print(f"  per 30 s: min {min(r_seg):.3f}, median {np.median(r_seg):.3f}, max {max(r_seg):.3f}; first "
+              f"{r_seg[0]:.3f}, last {r_seg[-1]:.3f} ({len(r_seg)} segments)")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0
 

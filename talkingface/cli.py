@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="data/prepared", help="prepared dataset (default data/prepared)")
     e.add_argument("--out", default="eval", help="folder for the table, JSON and plots (default eval/)")
     e.add_argument("--no-video", action="store_true", help="landmark level only (fast)")
+    e.add_argument("--landmarks", metavar="NAME", default=None,
+                   help="the landmark model to evaluate, a checkpoint name (default: the one talkingface.load "
+                        "uses); to compare two in the same session")
     e.add_argument("--max-clips", type=arg("max_clips"), default=None, help="only the first N validation clips")
     e.add_argument("--dub", action="store_true",
                    help="evaluate dubbing instead: self-dub, cross-dub sync, untouched-region PSNR, --adapt")

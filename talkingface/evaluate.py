@@ -30,8 +30,8 @@ def _val_entries(data: str) -> list[dict]:
     return [e for e in index["clips"] if e["split"] == "val"]
 
 
-def _landmark_info(checkpoint_dir: str | None) -> dict:
-    path = checkpoints.resolve(DEFAULT_MODELS["landmarks"], checkpoint_dir or checkpoints.DEFAULT_DIR)
+def _landmark_info(checkpoint_dir: str | None, name: str | None = None) -> dict:
+    path = checkpoints.resolve(name or DEFAULT_MODELS["landmarks"], checkpoint_dir or checkpoints.DEFAULT_DIR)
     return checkpoints.read_checkpoint(path)[1]["info"]
 
 
@@ -496,7 +496,7 @@ def target_fidelity(shown: np.ndarray, target: np.ndarray | None, ok: np.ndarray
 
 
 def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_dir: str | None = None,
-                         device: str = "cpu", max_clips: int | None = None) -> dict:
+                         device: str = "cpu", max_clips: int | None = None, landmarks: str | None = None) -> dict:
     """Issue 9's texture table: each validation clip dubbed with its own audio by each mouth texture method
     (``talkingface.load(texture=name)``), plus a plain re-encode of the input as the ceiling. Per method, mean
     over clips of ``texture_measures`` and the re-tracked mouth opening's r against the real track (lag 0, and
@@ -517,7 +517,8 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
     for name in methods:  # a name, or a name with mouth options: "warp:feather_cm=0.12:smooth=0.3"
         texture, mouth_options = parse_method(name)
         try:
-            pipes[name] = load(checkpoint_dir, device=device, texture=texture, mouth_options=mouth_options)
+            pipes[name] = load(checkpoint_dir, device=device, texture=texture, mouth_options=mouth_options,
+                               landmarks=landmarks or DEFAULT_MODELS["landmarks"])
         except CheckpointError as e:
             skipped[name] = str(e)
             log.warning("skipping texture method %s: %s", name, e)
@@ -611,10 +612,12 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"no prepared dataset at '{args.data}': run scripts/prepare_data.py first")
     if getattr(args, "texture_methods", None):
         evaluate_dub_texture(args.data, args.out, [m.strip() for m in args.texture_methods.split(",") if m.strip()],
-                             checkpoint_dir=args.checkpoints, device=args.device, max_clips=args.max_clips)
+                             checkpoint_dir=args.checkpoints, device=args.device, max_clips=args.max_clips,
+                             landmarks=getattr(args, "landmarks", None))
         return 0
-    pipe = load(args.checkpoints, device=args.device)
-    info = _landmark_info(args.checkpoints)
+    landmarks = getattr(args, "landmarks", None) or DEFAULT_MODELS["landmarks"]
+    pipe = load(args.checkpoints, device=args.device, landmarks=landmarks)
+    info = _landmark_info(args.checkpoints, landmarks)
     direction = np.asarray(info["energy_direction"], np.float32) if "energy_direction" in info else None
     if getattr(args, "dub", False):
         only = [m.strip() for m in args.methods.split(",") if m.strip()] if getattr(args, "methods", None) else None

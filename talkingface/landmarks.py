@@ -20,7 +20,7 @@ frame, carrying the LSTM's state, with exactly the offline model's output.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -45,6 +45,9 @@ class LandmarkConfig:
     stream_block: int = 4
     stream_window: int = 50
     stream_lookahead: int = 1
+    # > 1: an ensemble (``LandmarkEnsemble``) of that many models of this config, trained apart (other seeds or
+    # data); their predictions are averaged
+    members: int = 1
 
     @property
     def lookahead(self) -> int:
@@ -114,19 +117,71 @@ class LandmarkModel(nn.Module):
         return out * self.cm_per_unit.view(self.config.n_points, 3)
 
 
+class LandmarkEnsemble(nn.Module):
+    """Several landmark models of one config trained apart (``LandmarkConfig.members``), whose predictions in
+    centimetres are averaged: the offline model is three of one recipe with other seeds (landmarks-v2,
+    docs/EVALUATION.md), the live model three distilled students (landmarks-live-v6, docs/LIVE.md); each follows
+    the real mouths or its teacher better than any of its members alone. Build it from trained models with
+    ``from_models``; checkpoints hold the members' tensors as ``members.<i>.*``."""
+
+    def __init__(self, config: LandmarkConfig):
+        super().__init__()
+        if config.members < 2:
+            raise ValueError("an ensemble needs at least two members")
+        self.config = config
+        self.members = nn.ModuleList(LandmarkModel(replace(config, members=1)) for _ in range(config.members))
+
+    @classmethod
+    def from_models(cls, models: list[LandmarkModel]) -> LandmarkEnsemble:
+        configs = {replace(m.config, members=1) for m in models}
+        if len(configs) != 1:
+            raise ValueError(f"ensemble members must share one config, got {len(configs)} different ones")
+        ens = cls(replace(configs.pop(), members=len(models)))
+        for mine, theirs in zip(ens.members, models):
+            mine.load_state_dict(theirs.state_dict())
+        return ens.eval()
+
+    @property
+    def cm_per_unit(self) -> torch.Tensor:
+        return self.members[0].cm_per_unit
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """The members' mean (B, T, P, 3), taken in centimetres and given in the first member's normalized units
+        (``LandmarkModel.forward``; a teacher's targets for distillation)."""
+        per_point = (self.config.n_points, 3)
+        cm = torch.stack([m(feats) * m.cm_per_unit.view(per_point) for m in self.members]).mean(0)
+        return cm / self.cm_per_unit.view(per_point)
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor) -> torch.Tensor:
+        """features (T, F) -> the members' mean offsets in canonical cm (T, P, 3)."""
+        return torch.stack([m.predict(feats) for m in self.members]).mean(0)
+
+
+def build(config: LandmarkConfig) -> LandmarkModel | LandmarkEnsemble:
+    """The module a landmark checkpoint's config describes (for ``checkpoints.load_module``)."""
+    return LandmarkEnsemble(config) if config.members > 1 else LandmarkModel(config)
+
+
 class LandmarkStream:
     """A unidirectional LandmarkModel run incrementally: ``push(features)`` -> the predictions (offsets in canonical
     cm, (k, P, 3)) of every frame whose ``lookahead`` frames of features have arrived; ``flush()`` -> the rest
     (the features after the end count as zeros, as the offline model's convolution pads them). The outputs
     equal ``model.predict`` over the whole sequence (tests/test_live.py)."""
 
-    def __init__(self, model: LandmarkModel):
+    def __init__(self, model: LandmarkModel | LandmarkEnsemble):
         if model.config.bidirectional:
             raise ValueError("a bidirectional landmark model cannot run live: it needs the whole utterance")
         self.model = model.eval()
+        # an ensemble runs one stream per member (each with its own state) and averages them
+        self._members = [LandmarkStream(m) for m in model.members] if isinstance(model, LandmarkEnsemble) else None
         self.reset()
 
     def reset(self) -> None:
+        if self._members is not None:
+            for m in self._members:
+                m.reset()
+            return
         k = self.model.config.conv_kernel
         self._h = None  # input projections of the frames the convolution still needs
         self._pad = k // 2
@@ -135,6 +190,8 @@ class LandmarkStream:
 
     @torch.no_grad()
     def push(self, feats) -> torch.Tensor:
+        if self._members is not None:
+            return torch.stack([m.push(feats) for m in self._members]).mean(0)
         m, c = self.model, self.model.config
         feats = torch.as_tensor(feats, dtype=torch.float32)
         if len(feats) == 0:
@@ -163,6 +220,8 @@ class LandmarkStream:
 
     @torch.no_grad()
     def flush(self) -> torch.Tensor:
+        if self._members is not None:
+            return torch.stack([m.flush() for m in self._members]).mean(0)
         c = self.model.config
         if self._h is None or not self._started:
             return torch.zeros(0, c.n_points, 3)

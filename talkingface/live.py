@@ -10,8 +10,8 @@ to end, on the same stages:
 1. ``audio.StreamingWhisper``: Whisper's encoder on 4 s windows (the window is part of the live model's
    config), one pass per 4 frames (160 ms), each window ending 1 frame after its block. A file gets exactly
    the features its live stream gets.
-2. ``landmarks.LandmarkStream``: a unidirectional landmark model (``landmarks-live-v4``, trained on those
-   features) run frame by frame with its LSTM state; it sees 2 frames of features ahead.
+2. ``landmarks.LandmarkStream``: a unidirectional landmark model (``landmarks-live-v6``: three students trained on
+   those features, averaged) run frame by frame with its LSTM state; it sees 3 frames of features ahead.
 3. A causal speech gate (``LiveGate``): speech-band energy against the loudest frame so far and Silero VAD's
    voice probability, both streamed; the mouth rests where nobody speaks.
 4. The mouth stage (talkingface.mouth, as in ``render``) and the head motion and blinks (talkingface.motion: an
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import checkpoints, face, media, mouth
+from . import checkpoints, face, landmarks, media, mouth
 from .errors import InputError
-from .landmarks import LandmarkConfig, LandmarkModel, LandmarkStream
+from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel, LandmarkStream
 
 log = logging.getLogger(__name__)
 
-LIVE_MODEL = "landmarks-live-v4"
+LIVE_MODEL = "landmarks-live-v6"
 SPF = audio_mod.SAMPLES_PER_FRAME  # 640 samples per video frame at 25 fps
 
 
@@ -175,13 +175,13 @@ class LiveGate:
         return self.gate[t]
 
 
-def load_live_model(directory) -> tuple[LandmarkModel, int]:
+def load_live_model(directory) -> tuple[LandmarkModel | LandmarkEnsemble, int]:
     """The live landmark model and its sync delay, from the checkpoint directory."""
     try:
         path = checkpoints.resolve(LIVE_MODEL, directory)
     except checkpoints.CheckpointError as e:
         raise InputError(f"live streaming needs the {LIVE_MODEL} checkpoint: {e}") from e
-    model, meta = checkpoints.load_module(path, LandmarkModel, LandmarkConfig, model="landmarks")
+    model, meta = checkpoints.load_module(path, landmarks.build, LandmarkConfig, model="landmarks")
     if model.config.bidirectional or model.config.feature_kind != "whisper_stream":
         raise InputError(f"checkpoint {LIVE_MODEL} is not a live model (it needs a unidirectional model on "
                          f"whisper_stream features)")

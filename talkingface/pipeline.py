@@ -23,15 +23,16 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
+from . import landmarks as landmarks_mod
 from . import checkpoints, checks, face, media, motion, mouth, provenance
 from .composite import Compositor
 from .errors import InputError
-from .landmarks import LandmarkConfig, LandmarkModel
+from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel
 from .texture import MouthGenerator, TextureConfig, sketches, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = {"landmarks": "landmarks-v1", "texture": "warp"}
+DEFAULT_MODELS = {"landmarks": "landmarks-v2", "texture": "warp"}
 # mouth texture methods load() accepts: the mouth stage warp-only (default: the person's own pixels warped at native
 # resolution, the opening from real mouths; no weights), the same plus its refine network (needs a checkpoint named
 # mouth-v2: one was trained and measured worse than warp-only, so none is shipped; docs/MOUTH.md), and the first
@@ -144,7 +145,8 @@ class Pipeline:
     pipeline per process (``talkingface.dub_batch(workers=N)``).
     """
 
-    def __init__(self, landmark_model: LandmarkModel, texture: MouthGenerator | mouth.MouthPainter, *,
+    def __init__(self, landmark_model: LandmarkModel | LandmarkEnsemble,
+                 texture: MouthGenerator | mouth.MouthPainter, *,
                  audio_encoder: audio_mod.AudioEncoder | None = None, device: str = "cpu", sync_delay: int = 0,
                  texture_name: str | None = None):
         """texture: the mouth stage (``mouth.MouthPainter``, warp + refine) or the first version's generator."""
@@ -441,8 +443,8 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
     directory = Path(checkpoint_dir) if checkpoint_dir else checkpoints.DEFAULT_DIR
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but torch sees no CUDA device")
-    lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), LandmarkModel, LandmarkConfig,
-                                       model="landmarks")
+    lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), landmarks_mod.build,
+                                       LandmarkConfig, model="landmarks")
     if texture == "warp":  # the mouth stage without its refine network: no weights
         tex = mouth.MouthPainter(None, device, mouth_options)
     else:

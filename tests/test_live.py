@@ -67,7 +67,37 @@ def test_landmark_stream_equals_the_offline_model():
         LandmarkStream(LandmarkModel(LandmarkConfig(bidirectional=True)))
 
 
-# --- the live pipeline (the shipped landmarks-live-v4) -------------------------------------------------------
+def test_an_ensemble_streams_its_members_mean(tmp_path):
+    """The live model may be an ensemble of students: streamed chunk by chunk it equals the mean of its members'
+    offline predictions, and it survives a checkpoint round trip through ``landmarks.build``."""
+    from talkingface import checkpoints
+    from talkingface.landmarks import LandmarkEnsemble, build
+
+    cfg = LandmarkConfig(bidirectional=False, dropout=0.0, hidden=32, conv_kernel=7)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = LandmarkModel(cfg).eval()
+        torch.nn.init.normal_(m.pca_basis)
+        members.append(m)
+    ens = LandmarkEnsemble.from_models(members)
+    assert ens.config.members == 2 and isinstance(build(ens.config), LandmarkEnsemble)
+    assert isinstance(build(cfg), LandmarkModel)
+    x = torch.randn(45, 384)
+    mean = (members[0].predict(x) + members[1].predict(x)) / 2
+    torch.testing.assert_close(ens.predict(x), mean)
+    assert not torch.allclose(members[0].predict(x), members[1].predict(x))  # the members differ
+    path = tmp_path / "ens.safetensors"
+    checkpoints.save_module(path, ens, ens.config, model="landmarks")
+    loaded, _ = checkpoints.load_module(path, build, LandmarkConfig, model="landmarks")
+    st = LandmarkStream(loaded)
+    parts = [st.push(c) for c in _chunks(x.numpy(), 0, 1, 9)] + [st.flush()]
+    torch.testing.assert_close(torch.cat(parts), mean, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="one config"):
+        LandmarkEnsemble.from_models([members[0], LandmarkModel(LandmarkConfig(bidirectional=False, hidden=16))])
+
+
+# --- the live pipeline (the shipped landmarks-live-v6) -------------------------------------------------------
 
 def _opening(mouths) -> np.ndarray:
     from talkingface import metrics

@@ -5,7 +5,7 @@ The browser test runs Debian's headless Chromium (through Playwright) with a fak
 from demo/grid_lwbsza.wav (``--use-file-for-fake-audio-capture``): the page's Live tab streams it to the server and
 draws the frames that come back; the page exposes its counters as ``window.talkingfaceLive``.
 
-The tests that stream need the live landmark model ``landmarks-live-v4`` in checkpoints/ (they skip without it).
+The tests that stream need the live landmark model (``live.LIVE_MODEL``) in checkpoints/ (they skip without it).
 TALKINGFACE_LIVE_CHECKPOINTS=DIR runs them against another checkpoint folder (development of a new live model).
 """
 from __future__ import annotations
@@ -30,14 +30,15 @@ pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed
 
 from talkingface.errors import InputError
+from talkingface.live import LIVE_MODEL
 from talkingface.liveweb import LiveEndpoint, _pcm, frame_message, parse_frame
 from talkingface.web import Limits, Renderer, build_app, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_CHECKPOINTS = os.environ.get("TALKINGFACE_LIVE_CHECKPOINTS")
-LIVE_SHIPPED = "landmarks-live-v4" in json.loads((ROOT / "checkpoints" / "MANIFEST.json").read_text())["models"]
+LIVE_SHIPPED = LIVE_MODEL in json.loads((ROOT / "checkpoints" / "MANIFEST.json").read_text())["models"]
 needs_live = pytest.mark.skipif(not (LIVE_SHIPPED or DEV_CHECKPOINTS),
-                                reason="the live model landmarks-live-v4 is not in checkpoints/")
+                                reason=f"the live model {LIVE_MODEL} is not in checkpoints/")
 
 
 # --------------------------------------------------------------------------------------- no server

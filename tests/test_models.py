@@ -9,7 +9,7 @@ from pathlib import Path
 
 from talkingface import checkpoints
 from talkingface.errors import CheckpointError
-from talkingface.landmarks import LandmarkConfig, LandmarkModel
+from talkingface.landmarks import LandmarkConfig, LandmarkModel, build
 from talkingface.texture import MouthGenerator, PatchDiscriminator, TextureConfig, draw_sketch, generator_mask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,8 @@ def test_shipped_checkpoints_verify_and_load():
 
     # the default mouth stage ("warp") has no weights; texture-v1 is still shipped (comparison, --adapt)
     assert DEFAULT_MODELS["texture"] == "warp" or DEFAULT_MODELS["texture"] in checkpoints.read_manifest()
-    for kind, name, cls, cfg in (("landmarks", DEFAULT_MODELS["landmarks"], LandmarkModel, LandmarkConfig),
+    for kind, name, cls, cfg in (("landmarks", DEFAULT_MODELS["landmarks"], build, LandmarkConfig),
+                                 ("landmarks", "landmarks-v1", build, LandmarkConfig),
                                  ("texture", "texture-v1", MouthGenerator, TextureConfig)):
         path = checkpoints.resolve(name)
         model, meta = checkpoints.load_module(path, cls, cfg, model=kind)

@@ -127,7 +127,7 @@ def test_runtime_never_imports_the_training_code(astronaut_path, grid_wav_path):
         "from talkingface import media\n"
         "pipe = talkingface.load()\n"
         "assert pipe.sync_delay == talkingface.checkpoints.read_checkpoint(talkingface.checkpoints.resolve("
-        "'landmarks-v1'))[1]['info']['sync_delay']\n"
+        "talkingface.pipeline.DEFAULT_MODELS['landmarks']))[1]['info']['sync_delay']\n"
         f"wav = media.load_audio({grid_wav_path!r})[:16000]\n"
         f"pipe.render({astronaut_path!r}, wav, output=None)\n"
         "bad = sorted(m for m in sys.modules if m.startswith('talkingface.training'))\n"

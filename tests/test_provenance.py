@@ -8,6 +8,7 @@ import pytest
 
 from talkingface import media, provenance, watermark
 from talkingface.errors import InputError
+from talkingface.pipeline import DEFAULT_MODELS
 from talkingface.provenance import Label
 
 
@@ -117,7 +118,7 @@ def test_round_trip_manifest_valid_and_watermark_found(dubbed):
     v = provenance.verify(dubbed)
     assert v.manifest == "valid", v.report()
     assert v.by_talkingface and v.manifest_facts["mode"] == "dub"
-    assert set(v.manifest_facts["models"]) >= {"landmarks-v1"}
+    assert set(v.manifest_facts["models"]) >= {DEFAULT_MODELS["landmarks"]}
     assert v.manifest_facts["watermark"]["version"] == watermark.VERSION
     # a dub edits the input video: opened (the input, its parent ingredient), then edited with AI compositing
     assert v.actions == ["c2pa.opened", "c2pa.edited"], v.report()

@@ -217,3 +217,85 @@ def test_audio_only_recordings_for_distillation(tmp_path, grid_wav_path):
     c = clips[0]
     assert not c.valid.any() and c.teacher.shape == (len(c.feats), 59 * 3)
     np.testing.assert_allclose(c.teacher, lt.distillation_targets(teacher, d["whisper"]), atol=1e-6)
+
+
+def test_speed_perturbed_recordings(tmp_path, grid_wav_path):
+    """Speed perturbation for distillation: a tone at 1.1x is 10 % higher and the audio 1/1.1 as long; the recordings
+    at another speed get their own features and names, and a development recording stays out at every speed."""
+    from talkingface.landmarks import LandmarkConfig, LandmarkModel
+    from talkingface.training import landmark_training as lt
+    from talkingface.training.prepare import change_speed
+
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    for speed in (0.9, 1.1):
+        y = change_speed(tone, speed)
+        assert abs(len(y) - 16000 / speed) <= 2
+        peak = np.abs(np.fft.rfft(y)).argmax() * 16000 / len(y)
+        assert abs(peak - 200 * speed) < 2
+    assert change_speed(tone, 1.0) is tone
+    with pytest.raises(ValueError):
+        change_speed(tone, 3.0)
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for n in ("spk_x_a", "OpenTalker__DPE__2"):  # DPE__2 is a dev recording
+        shutil.copy(grid_wav_path, folder / f"{n}.wav")
+    teacher = LandmarkModel(LandmarkConfig(feature_kind="whisper", feature_dim=384)).eval()
+    key = LIVE_WINDOW.key
+    plain = lt.audio_only_clips(str(folder), str(tmp_path / "p1"), key, teacher)
+    fast = lt.audio_only_clips(str(folder), str(tmp_path / "p11"), key, teacher, speed=1.1)
+    assert [c.name for c in plain] == ["audio:spk_x_a"] and [c.name for c in fast] == ["audio:spk_x_a@speed1.1"]
+    assert fast[0].speaker == plain[0].speaker
+    assert abs(len(fast[0].feats) - len(plain[0].feats) / 1.1) <= 2
+    assert lt.audio_only_clips(str(folder), str(tmp_path / "p11"), key, teacher, speed=1.1, dev=True)[0].name \
+        == "audio:OpenTalker__DPE__2@speed1.1"
+
+
+def test_training_an_ensemble_averages_models_trained_apart(tmp_path):
+    """train_members(members=2) trains the recipe with seeds s and s + 1 (the same models as two single runs) and
+    predicts their mean; it saves and loads through landmarks.build as one checkpoint."""
+    from talkingface import checkpoints
+    from talkingface.landmarks import LandmarkEnsemble, build
+    from talkingface.training import landmark_training as lt
+
+    clips = _distill_clips(np.random.default_rng(0))
+    cfg = LandmarkConfig(feature_dim=8, hidden=8, n_pca=3, bidirectional=False)
+    kw = dict(steps=5, batch=4, window=40)
+    ens, log = lt.train_members(clips, cfg, 2, seed=3, **kw)
+    assert isinstance(ens, LandmarkEnsemble) and ens.config.members == 2
+    assert [m["seed"] for m in log["info"]["members"]] == [3, 4]
+    singles = [lt.train(clips, cfg, seed=s, **kw)[0] for s in (3, 4)]
+    x = torch.from_numpy(clips[0].feats)
+    a, b = (m.predict(x) for m in singles)
+    assert (a - b).abs().max() > 1e-4  # the two seeds give different models
+    torch.testing.assert_close(ens.predict(x), (a + b) / 2)
+    path = tmp_path / "ens.safetensors"
+    checkpoints.save_module(path, ens, ens.config, model="landmarks", info=log["info"])
+    loaded, _ = checkpoints.load_module(path, build, LandmarkConfig, model="landmarks")
+    assert isinstance(loaded, LandmarkEnsemble)
+    torch.testing.assert_close(loaded.predict(x), ens.predict(x))
+    single, _ = lt.train_members(clips, cfg, 1, seed=3, **kw)
+    torch.testing.assert_close(single.predict(x), a)
+    # as a distillation teacher: its normalized targets are the same mean, in centimetres after cm_per_unit
+    targets = torch.from_numpy(lt.distillation_targets(ens, clips[0].feats)).view(-1, 59, 3)
+    torch.testing.assert_close(targets * ens.cm_per_unit.view(59, 3), ens.predict(x), atol=1e-5, rtol=1e-4)
+
+
+def test_eval_compares_landmark_models_by_name(prepared, tmp_path):
+    """`talkingface eval --landmarks NAME` scores that landmark model instead of the default, so two compare in one
+    session: the shipped landmarks-v1 and the default (landmarks-v2, three models averaged) give different tracks."""
+    from talkingface.cli import main
+    from talkingface.pipeline import DEFAULT_MODELS
+
+    results = {}
+    for name in ("landmarks-v1", None):
+        out = tmp_path / (name or "default")
+        argv = ["eval", "--data", str(prepared), "--out", str(out), "--no-video"]
+        argv += ["--landmarks", name] if name else []
+        assert main(argv) == 0
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        results[name or DEFAULT_MODELS["landmarks"]] = [r for r in rows if r["method"] == "model"]
+    assert set(results) == {"landmarks-v1", DEFAULT_MODELS["landmarks"]} and len(results) == 2
+    (a,), (b,) = results.values()  # the fixture's one validation clip
+    assert a["clip"] == b["clip"] == "spk_a_1" and a["lip_dist"] != b["lip_dist"]

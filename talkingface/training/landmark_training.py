@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..landmarks import LandmarkConfig, LandmarkModel
+from ..landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +130,15 @@ SYNC_ANCHOR = "GRID"
 
 def cross_validate_sync_delay(clips: list[Clip], config: LandmarkConfig, offsets: dict[str, int], *,
                               folds: int = 3, steps: int = 1000, max_delay: int = 4, anchor: str = SYNC_ANCHOR,
-                              seed: int = 0, **train_kwargs) -> dict:
+                              seed: int = 0, members: int = 1, **train_kwargs) -> dict:
     """The sync delay of a landmark model trained with ``offsets``, decided inside the training speakers only.
 
     The AV-offset correction aligns the training clips to each other (to the consensus of models that never
     saw each clip's speaker), not to an absolute clock, so a model trained on the corrected clips may lead
     or trail the true clock. The training speakers are split into ``folds``; per fold, a model trained with
-    the shipped recipe (same offsets, same steps) on the other folds predicts the held-out fold's
-    lab-synchronized clips (``anchor`` in the name) from their features *as recorded* (the true clock), and
-    every delay d in 0..``max_delay`` (and the negative ones) is scored by the lag-0 Pearson r of mouth
+    the shipped recipe (same offsets, same steps, ``members`` models averaged) on the other folds predicts the
+    held-out fold's lab-synchronized clips (``anchor`` in the name) from their features *as recorded* (the true
+    clock), and every delay d in 0..``max_delay`` (and the negative ones) is scored by the lag-0 Pearson r of mouth
     opening of the delayed prediction (out[t] = pred[t - d]) against the real opening. The delay with the
     best mean r over all held-out anchor clips is chosen. Validation clips are never read.
 
@@ -157,7 +157,7 @@ def cross_validate_sync_delay(clips: list[Clip], config: LandmarkConfig, offsets
             continue  # no anchor clip to score in this fold: nothing to learn from its model
         fold = [Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train_clips]
         apply_av_offsets(fold, offsets)
-        model, _ = train(fold, config, steps=steps, seed=seed + k, **train_kwargs)
+        model, _ = train_members(fold, config, members, steps=steps, seed=seed + k, **train_kwargs)
         for c in fold:
             if c.split != "val" or anchor not in c.name:
                 continue
@@ -172,7 +172,7 @@ def cross_validate_sync_delay(clips: list[Clip], config: LandmarkConfig, offsets
     mean_r = {d: float(np.mean([r[d] for r in per_clip.values()])) for d in delays}
     best = max(mean_r, key=lambda d: (round(mean_r[d], 6), -abs(d)))
     return {"sync_delay": int(best), "r_by_delay": mean_r, "clips": per_clip, "folds": folds, "steps": steps,
-            "anchor": anchor, "seed": seed}
+            "anchor": anchor, "seed": seed, **({"members": members} if members > 1 else {})}
 
 
 def is_dev_recording(name: str) -> bool:
@@ -182,15 +182,17 @@ def is_dev_recording(name: str) -> bool:
 
 
 def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: LandmarkModel, *,
-                     dev: bool = False) -> list[Clip]:
+                     dev: bool = False, speed: float = 1.0) -> list[Clip]:
     """Speech recordings without video as training clips for distillation: the student's features and the
     teacher's predictions as ``teacher`` targets; no mouth (``valid`` all False). Features are computed once
     into ``prepared_audio`` (``prepare.prepare_audio_folder``). ``dev``: the held-out recordings instead
-    (``is_dev_recording``)."""
+    (``is_dev_recording``). ``speed`` != 1: the recordings played faster or slower (``prepare.change_speed``;
+    ``prepared_audio`` must be a folder of their own); a development recording stays out at every speed."""
     from .prepare import prepare_audio_folder
 
     clips = []
-    for name in prepare_audio_folder(folder, prepared_audio):
+    tag = "" if speed == 1.0 else f"@speed{speed:g}"
+    for name in prepare_audio_folder(folder, prepared_audio, speed=speed):
         if is_dev_recording(name) != dev:
             continue
         path = os.path.join(prepared_audio, name + ".npz")
@@ -200,7 +202,7 @@ def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: L
         if n < MIN_CLIP_FRAMES:
             continue
         p = teacher.config.n_points
-        clips.append(Clip(f"audio:{name}", f"audio:{name}", "train", feats, np.zeros((n, p, 3), np.float32),
+        clips.append(Clip(f"audio:{name}{tag}", f"audio:{name}", "train", feats, np.zeros((n, p, 3), np.float32),
                           np.zeros(n, bool), d["energy"].astype(np.float32), np.zeros((p, 3), np.float32),
                           teacher=distillation_targets(teacher, load_features(path, teacher.config.data_key)[:n])))
     return clips
@@ -318,6 +320,28 @@ def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch
         "final_loss": history[-1]["loss"],
     }
     return model.cpu().eval(), {"history": history, "info": info}
+
+
+def train_members(clips: list[Clip], config: LandmarkConfig, members: int = 1, *, seed: int = 0,
+                  **train_kwargs) -> tuple[LandmarkModel | LandmarkEnsemble, dict]:
+    """``members`` models of one recipe trained apart (seeds ``seed``, ``seed + 1``, ...); more than one: their
+    ensemble (``LandmarkEnsemble``, predictions averaged). The log is the first member's, with each member's
+    ``info`` under ``info["members"]``."""
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
+    models, logs = [], []
+    for i in range(members):
+        if members > 1:
+            log.info("member %d of %d (seed %d)", i + 1, members, seed + i)
+        model, lg = train(clips, config, seed=seed + i, **train_kwargs)
+        models.append(model)
+        logs.append(lg)
+    if members == 1:
+        return models[0], logs[0]
+    info = {**logs[0]["info"], "seconds": round(sum(lg["info"]["seconds"] for lg in logs), 1),
+            "members": [{"seed": seed + i, **lg["info"]} for i, lg in enumerate(logs)]}
+    return LandmarkEnsemble.from_models(models), {"history": logs[0]["history"], "info": info,
+                                                  "member_histories": [lg["history"] for lg in logs]}
 
 
 # --- landmark-level evaluation --------------------------------------------------------------------------

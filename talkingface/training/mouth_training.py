@@ -24,7 +24,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file

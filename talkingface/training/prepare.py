@@ -146,13 +146,30 @@ def add_stream_features(out_dir: str, window: audio_mod.StreamWindow = audio_mod
 AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 
 
+def change_speed(wav: np.ndarray, speed: float) -> np.ndarray:
+    """Speed perturbation (tempo and pitch together, as played faster or slower): ``speed`` 1.1 is 10 % faster
+    and 1/1.1 as long. Resampled with a polyphase filter; the sample rate stays."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    if not 0.5 <= speed <= 2.0:
+        raise ValueError(f"speed {speed} is outside 0.5-2")
+    if speed == 1.0:
+        return wav
+    f = Fraction(1 / speed).limit_denominator(100)
+    return resample_poly(wav.astype(np.float64), f.numerator, f.denominator).astype(np.float32)
+
+
 def prepare_audio_folder(folder: str, out_dir: str,
-                         window: audio_mod.StreamWindow = audio_mod.LIVE_WINDOW) -> list[str]:
+                         window: audio_mod.StreamWindow = audio_mod.LIVE_WINDOW, *,
+                         speed: float = 1.0) -> list[str]:
     """Features of speech recordings without video (``../shared/data/audio``), for distilling a landmark model
     from another: ``<out_dir>/<name>.npz`` with the same feature arrays as a clip (whisper, streamable whisper
     with ``window``, logmel, energy) and no face, and ``sources.json`` (name -> recording). Files already there
     are kept; a file whose name mentions a validation speaker (``speakers.VALIDATION_NAME_HINTS``) is skipped.
-    Returns the names ready in ``out_dir``."""
+    ``speed`` != 1: the recordings played that much faster (``change_speed``; a distillation student learns the
+    teacher's predictions on them: more speech to learn from). Returns the names ready in ``out_dir``."""
     from .speakers import names_validation_speaker
 
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTS)
@@ -170,7 +187,7 @@ def prepare_audio_folder(folder: str, out_dir: str,
             if encoder is None:
                 encoder = audio_mod.WhisperEncoder()
                 stream = audio_mod.StreamingWhisper(encoder, window)
-            wav = media.load_audio(str(p))
+            wav = change_speed(media.load_audio(str(p)), speed)
             feats = {"whisper": encoder(wav), window.key: stream(wav),
                      "logmel": audio_mod.logmel_features(wav), "energy": audio_mod.speech_energy(wav)}
             n = min(len(v) for v in feats.values())
