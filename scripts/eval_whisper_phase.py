@@ -48,14 +48,9 @@ def main() -> None:
         source = {e["clip"]: e["source"] for e in json.load(f)["clips"]}
     recorded = {c.name: c.feats for c in clips}
     lt.apply_av_offsets(clips, shifts)
-    speakers = sorted({c.speaker for c in clips})
-    np.random.default_rng(0).shuffle(speakers)
     iod = metrics.canonical_iod()
     res: dict[str, list[float]] = {}
-    for k in range(args.folds):
-        held = set(speakers[k :: args.folds])
-        fold = [lt.Clip(**{**c.__dict__, "split": "train"}) if c.speaker not in held else
-                lt.Clip(**{**c.__dict__, "split": "val", "feats": recorded[c.name]}) for c in clips]
+    for k, _, fold in lt.speaker_folds(clips, args.folds, 0, recorded=recorded):
         model, _ = lt.train(fold, cfg, steps=args.steps, seed=0)
         others = [c for c in fold if c.split == "train"]
         for i, c in enumerate(c for c in fold if c.split == "val"):

@@ -191,14 +191,8 @@ def main() -> None:
 
     if args.cv:
         train = [c for c in clips if c.split == "train"]
-        speakers = sorted({c.speaker for c in train})
-        rng = np.random.default_rng(args.seed)
-        rng.shuffle(speakers)
         rows = []
-        for k in range(args.cv):
-            held = set(speakers[k :: args.cv])
-            fold = [lt.Clip(**{**c.__dict__, "split": "train"}) if c.speaker not in held else
-                    lt.Clip(**{**c.__dict__, "split": "val", "feats": original_feats[c.name]}) for c in train]
+        for _, _, fold in lt.speaker_folds(train, args.cv, args.seed, recorded=original_feats):
             model, _ = fit(fold)
             if args.members > 1:  # the first member alone, and the first k averaged
                 model = {"model": model.members[0], **{f"mean of {k}": LandmarkEnsemble.from_models(

@@ -169,19 +169,13 @@ class LandmarkStream:
     (the features after the end count as zeros, as the offline model's convolution pads them). The outputs
     equal ``model.predict`` over the whole sequence (tests/test_live.py)."""
 
-    def __init__(self, model: LandmarkModel | LandmarkEnsemble):
+    def __init__(self, model: LandmarkModel):
         if model.config.bidirectional:
             raise ValueError("a bidirectional landmark model cannot run live: it needs the whole utterance")
         self.model = model.eval()
-        # an ensemble runs one stream per member (each with its own state) and averages them
-        self._members = [LandmarkStream(m) for m in model.members] if isinstance(model, LandmarkEnsemble) else None
         self.reset()
 
     def reset(self) -> None:
-        if self._members is not None:
-            for m in self._members:
-                m.reset()
-            return
         k = self.model.config.conv_kernel
         self._h = None  # input projections of the frames the convolution still needs
         self._pad = k // 2
@@ -190,8 +184,6 @@ class LandmarkStream:
 
     @torch.no_grad()
     def push(self, feats) -> torch.Tensor:
-        if self._members is not None:
-            return torch.stack([m.push(feats) for m in self._members]).mean(0)
         m, c = self.model, self.model.config
         feats = torch.as_tensor(feats, dtype=torch.float32)
         if len(feats) == 0:
@@ -220,8 +212,6 @@ class LandmarkStream:
 
     @torch.no_grad()
     def flush(self) -> torch.Tensor:
-        if self._members is not None:
-            return torch.stack([m.flush() for m in self._members]).mean(0)
         c = self.model.config
         if self._h is None or not self._started:
             return torch.zeros(0, c.n_points, 3)
@@ -229,3 +219,27 @@ class LandmarkStream:
         out = self._run(buf)
         self._h = None
         return out
+
+
+class EnsembleStream:
+    """``LandmarkStream`` for a ``LandmarkEnsemble``: one stream per member, each with its own state, averaged
+    (equal to the ensemble's ``predict`` over the whole sequence)."""
+
+    def __init__(self, model: LandmarkEnsemble):
+        self.model = model.eval()
+        self.streams = [LandmarkStream(m) for m in model.members]
+
+    def reset(self) -> None:
+        for s in self.streams:
+            s.reset()
+
+    def push(self, feats) -> torch.Tensor:
+        return torch.stack([s.push(feats) for s in self.streams]).mean(0)
+
+    def flush(self) -> torch.Tensor:
+        return torch.stack([s.flush() for s in self.streams]).mean(0)
+
+
+def open_stream(model: LandmarkModel | LandmarkEnsemble) -> LandmarkStream | EnsembleStream:
+    """The incremental runner of a unidirectional landmark model or ensemble (the live path)."""
+    return EnsembleStream(model) if isinstance(model, LandmarkEnsemble) else LandmarkStream(model)

@@ -10,7 +10,7 @@ to end, on the same stages:
 1. ``audio.StreamingWhisper``: Whisper's encoder on 4 s windows (the window is part of the live model's
    config), one pass per 4 frames (160 ms), each window ending 1 frame after its block. A file gets exactly
    the features its live stream gets.
-2. ``landmarks.LandmarkStream``: a unidirectional landmark model (``landmarks-live-v6``: three students trained on
+2. ``landmarks.open_stream``: a unidirectional landmark model (``landmarks-live-v6``: three students trained on
    those features, averaged) run frame by frame with its LSTM state; it sees 3 frames of features ahead.
 3. A causal speech gate (``LiveGate``): speech-band energy against the loudest frame so far and Silero VAD's
    voice probability, both streamed; the mouth rests where nobody speaks.
@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import checkpoints, face, landmarks, media, mouth
+from . import checkpoints, face, media, mouth
 from .errors import InputError
-from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel, LandmarkStream
+from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel, build, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def load_live_model(directory) -> tuple[LandmarkModel | LandmarkEnsemble, int]:
         path = checkpoints.resolve(LIVE_MODEL, directory)
     except checkpoints.CheckpointError as e:
         raise InputError(f"live streaming needs the {LIVE_MODEL} checkpoint: {e}") from e
-    model, meta = checkpoints.load_module(path, landmarks.build, LandmarkConfig, model="landmarks")
+    model, meta = checkpoints.load_module(path, build, LandmarkConfig, model="landmarks")
     if model.config.bidirectional or model.config.feature_kind != "whisper_stream":
         raise InputError(f"checkpoint {LIVE_MODEL} is not a live model (it needs a unidirectional model on "
                          f"whisper_stream features)")
@@ -203,7 +203,7 @@ class LiveSession:
         self.model_config = model.config
         self.features = audio_mod.StreamingWhisper(pipe.whisper_encoder(), audio_mod.StreamWindow(
             model.config.stream_block, model.config.stream_window, model.config.stream_lookahead))
-        self.landmarks = LandmarkStream(model)
+        self.landmarks = open_stream(model)
         self.gate = LiveGate()
         name = str(image) if not isinstance(image, np.ndarray) else "<array>"
         img = media.load_image(image) if not isinstance(image, np.ndarray) else image

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from . import audio as audio_mod
-from . import landmarks as landmarks_mod
 from . import checkpoints, checks, face, media, motion, mouth, provenance
 from .composite import Compositor
 from .errors import InputError
-from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel
+from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel, build
 from .texture import MouthGenerator, TextureConfig, sketches, to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
@@ -443,8 +442,8 @@ def load(checkpoint_dir: str | os.PathLike | None = None, *, device: str = "cpu"
     directory = Path(checkpoint_dir) if checkpoint_dir else checkpoints.DEFAULT_DIR
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but torch sees no CUDA device")
-    lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), landmarks_mod.build,
-                                       LandmarkConfig, model="landmarks")
+    lm, meta = checkpoints.load_module(checkpoints.resolve(landmarks, directory), build, LandmarkConfig,
+                                       model="landmarks")
     if texture == "warp":  # the mouth stage without its refine network: no weights
         tex = mouth.MouthPainter(None, device, mouth_options)
     else:

@@ -71,7 +71,7 @@ def test_an_ensemble_streams_its_members_mean(tmp_path):
     """The live model may be an ensemble of students: streamed chunk by chunk it equals the mean of its members'
     offline predictions, and it survives a checkpoint round trip through ``landmarks.build``."""
     from talkingface import checkpoints
-    from talkingface.landmarks import LandmarkEnsemble, build
+    from talkingface.landmarks import LandmarkEnsemble, build, open_stream
 
     cfg = LandmarkConfig(bidirectional=False, dropout=0.0, hidden=32, conv_kernel=7)
     members = []
@@ -90,7 +90,7 @@ def test_an_ensemble_streams_its_members_mean(tmp_path):
     path = tmp_path / "ens.safetensors"
     checkpoints.save_module(path, ens, ens.config, model="landmarks")
     loaded, _ = checkpoints.load_module(path, build, LandmarkConfig, model="landmarks")
-    st = LandmarkStream(loaded)
+    st = open_stream(loaded)
     parts = [st.push(c) for c in _chunks(x.numpy(), 0, 1, 9)] + [st.flush()]
     torch.testing.assert_close(torch.cat(parts), mean, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="one config"):

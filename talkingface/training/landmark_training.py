@@ -87,6 +87,24 @@ def load_clips(prepared: str, features: str, splits: tuple[str, ...] = ("train",
     return clips
 
 
+def speaker_folds(clips: list[Clip], folds: int, seed: int, *, recorded: dict[str, np.ndarray] | None = None):
+    """Speaker-grouped folds of ``clips`` (the training split): per fold k, yields (k, the held-out speakers, copies
+    of the clips with the held-out speakers' as split "val" and the rest "train"). The speakers are shuffled with
+    ``seed`` and dealt round-robin. ``recorded``: the held-out clips' features are replaced by these (as recorded,
+    before any AV-offset shift)."""
+    speakers = sorted({c.speaker for c in clips})
+    np.random.default_rng(seed).shuffle(speakers)
+    for k in range(folds):
+        held = set(speakers[k::folds])
+        out = []
+        for c in clips:
+            fields = {**c.__dict__, "split": "val" if c.speaker in held else "train"}
+            if recorded is not None and c.speaker in held:
+                fields["feats"] = recorded[c.name]
+            out.append(Clip(**fields))
+        yield k, held, out
+
+
 def estimate_av_offsets(clips: list[Clip], config: LandmarkConfig, *, folds: int = 3, steps: int = 500,
                         max_lag: int = MAX_AV_LAG, min_gain: float = 0.08, seed: int = 0,
                         **train_kwargs) -> dict[str, int]:
@@ -102,13 +120,8 @@ def estimate_av_offsets(clips: list[Clip], config: LandmarkConfig, *, folds: int
     import torch
 
     iod = metrics.canonical_iod()
-    train_clips = [c for c in clips if c.split == "train"]
-    speakers = sorted({c.speaker for c in train_clips})
-    np.random.default_rng(seed).shuffle(speakers)
     offsets = {}
-    for k in range(folds):
-        held = set(speakers[k::folds])
-        fold = [Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train_clips]
+    for k, _, fold in speaker_folds([c for c in clips if c.split == "train"], folds, seed):
         model, _ = train(fold, config, steps=steps, seed=seed + k, **train_kwargs)
         for c in fold:
             if c.split != "val":
@@ -147,15 +160,11 @@ def cross_validate_sync_delay(clips: list[Clip], config: LandmarkConfig, offsets
     iod = metrics.canonical_iod()
     train_clips = [c for c in clips if c.split == "train"]
     recorded = {c.name: c.feats for c in train_clips}
-    speakers = sorted({c.speaker for c in train_clips})
-    np.random.default_rng(seed).shuffle(speakers)
     delays = range(-max_delay, max_delay + 1)
     per_clip: dict[str, dict[int, float]] = {}
-    for k in range(folds):
-        held = set(speakers[k::folds])
+    for k, held, fold in speaker_folds(train_clips, folds, seed):
         if not any(anchor in c.name for c in train_clips if c.speaker in held):
             continue  # no anchor clip to score in this fold: nothing to learn from its model
-        fold = [Clip(**{**c.__dict__, "split": "val" if c.speaker in held else "train"}) for c in train_clips]
         apply_av_offsets(fold, offsets)
         model, _ = train_members(fold, config, members, steps=steps, seed=seed + k, **train_kwargs)
         for c in fold:
@@ -340,8 +349,7 @@ def train_members(clips: list[Clip], config: LandmarkConfig, members: int = 1, *
         return models[0], logs[0]
     info = {**logs[0]["info"], "seconds": round(sum(lg["info"]["seconds"] for lg in logs), 1),
             "members": [{"seed": seed + i, **lg["info"]} for i, lg in enumerate(logs)]}
-    return LandmarkEnsemble.from_models(models), {"history": logs[0]["history"], "info": info,
-                                                  "member_histories": [lg["history"] for lg in logs]}
+    return LandmarkEnsemble.from_models(models), {"history": logs[0]["history"], "info": info}
 
 
 # --- landmark-level evaluation --------------------------------------------------------------------------
