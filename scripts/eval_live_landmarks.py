@@ -20,6 +20,7 @@ import torch
 
 from talkingface import checkpoints, metrics
 from talkingface.landmarks import LandmarkConfig, build
+from talkingface.mouth import smooth_track
 from talkingface.training import landmark_training as lt
 
 
@@ -41,6 +42,9 @@ def main() -> None:
                     help="checkpoint names or .safetensors paths; the first is the offline reference")
     ap.add_argument("--checkpoints", default=str(checkpoints.DEFAULT_DIR))
     ap.add_argument("--audio", default="../shared/data/audio", help="audio-only recordings (for the dev set)")
+    ap.add_argument("--reference-smooth", type=float, default=0.0, metavar="S",
+                    help="smooth the offline reference's track as the offline render does (mouth.smooth_track; "
+                         "the render's MouthOptions.smooth is 0.3) before the live measure (default: %(default)s)")
     args = ap.parse_args()
     names = args.models.split(",")
     models = {n: load(n, args.checkpoints) for n in names}
@@ -69,7 +73,8 @@ def main() -> None:
         dev = [f[:-4] for f in sorted(os.listdir(audio_dir)) if f.endswith(".npz") and lt.is_dev_recording(f[:-4])]
         sets["held-out recordings (dev)"] = {k: {n: lt.load_features(os.path.join(audio_dir, n + ".npz"), k)
                                                  for n in dev} for k in val}
-    print(f"| live model | r opening vs {label[ref_name]}, " + " | ".join(sets) + " |")
+    ref_label = label[ref_name] + (f" smoothed {args.reference_smooth:g}" if args.reference_smooth else "")
+    print(f"| live model | r opening vs {ref_label}, " + " | ".join(sets) + " |")
     print("|---|" + "---|" * len(sets))
     for name, (model, delay) in models.items():
         if name == ref_name:
@@ -78,7 +83,7 @@ def main() -> None:
         for feats_by_kind in sets.values():
             rs = []
             for clip, f_ref in feats_by_kind[ref.config.data_key].items():
-                a = metrics.opening(predict(ref, f_ref, ref_delay), iod)
+                a = metrics.opening(smooth_track(predict(ref, f_ref, ref_delay), args.reference_smooth), iod)
                 b = metrics.opening(predict(model, feats_by_kind[model.config.data_key][clip], delay), iod)
                 n = min(len(a), len(b))
                 rs.append(metrics.pearson(a[:n], b[:n]))

@@ -107,6 +107,10 @@ def main() -> None:
                     help="distil: also learn this model's predictions (on its own feature kind; train clips only)")
     ap.add_argument("--distill", type=float, default=0.5,
                     help="with --teacher: weight of the teacher's targets in the loss (default: %(default)s)")
+    ap.add_argument("--teacher-smooth", type=float, default=0.0, metavar="S",
+                    help="with --teacher: learn the teacher's track smoothed over time as the offline render smooths "
+                         "it (mouth.smooth_track; the render's default is MouthOptions.smooth = 0.3), so a live "
+                         "student produces the smoothed track the offline render shows (default: %(default)s)")
     ap.add_argument("--extra-audio", metavar="FOLDER",
                     help="with --teacher: speech recordings without video, learnt from the teacher's predictions "
                          "only (files that name a validation speaker are skipped)")
@@ -169,10 +173,10 @@ def main() -> None:
         if args.extra_audio:
             speeds = [float(v) for v in args.extra_audio_speeds.split(",") if v.strip()]
             extra = lt.audio_only_clips(args.extra_audio, os.path.join(args.data, "audio"), config.data_key,
-                                        teacher)
+                                        teacher, smooth=args.teacher_smooth)
             for speed in speeds:
                 extra += lt.audio_only_clips(args.extra_audio, os.path.join(args.data, f"audio_speed{speed:g}"),
-                                             config.data_key, teacher, speed=speed)
+                                             config.data_key, teacher, speed=speed, smooth=args.teacher_smooth)
             teacher_info["extra_audio"] = {"folder": args.extra_audio, "files": len(extra),
                                            "seconds": round(sum(len(c.feats) for c in extra) / 25, 1)}
             if speeds:
@@ -261,8 +265,9 @@ def add_teacher_targets(args, clips: list, shifts: dict[str, int], teacher) -> d
         feats = lt.shift(lt.load_features(os.path.join(args.data, c.name + ".npz"), kind), shifts.get(c.name, 0))
         if len(feats) != len(c.feats):
             raise SystemExit(f"{c.name}: {kind} has {len(feats)} frames, the student's features {len(c.feats)}")
-        c.teacher = lt.distillation_targets(teacher, feats)
-    return {"teacher": os.path.basename(args.teacher), "feature_kind": kind}
+        c.teacher = lt.distillation_targets(teacher, feats, smooth=args.teacher_smooth)
+    return {"teacher": os.path.basename(args.teacher), "feature_kind": kind,
+            **({"teacher_smooth": args.teacher_smooth} if args.teacher_smooth > 0 else {})}
 
 
 if __name__ == "__main__":

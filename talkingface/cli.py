@@ -52,6 +52,9 @@ def _add_dub_options(g) -> None:
                    help="fine-tuning steps with --adapt (default 150)")
     g.add_argument("--max-angle", type=arg("max_angle"), default=35.0,
                    help="frames with the head turned more than this (yaw/pitch, degrees) pass through (default 35)")
+    g.add_argument("--average-range", action="store_true",
+                   help="move the mouth within the training speakers' average range of motion instead of this "
+                        "person's own, measured on the video (the default)")
 
 
 def _dub_options(args: argparse.Namespace):
@@ -66,7 +69,8 @@ def _dub_options(args: argparse.Namespace):
         point = (x, y)
     return DubOptions(face_index=args.face, face_point=point, length=args.length, fps=args.fps,
                       max_size=args.max_size, adapt=args.adapt, adapt_steps=args.adapt_steps,
-                      max_angle=args.max_angle, silence_gate=not getattr(args, "no_silence_gate", False),
+                      max_angle=args.max_angle, own_range=not getattr(args, "average_range", False),
+                      silence_gate=not getattr(args, "no_silence_gate", False),
                       motion_scale=getattr(args, "motion", 1.0), crf=getattr(args, "crf", 18),
                       credentials=not args.no_credentials, sign_key=args.sign_key, sign_cert=args.sign_cert)
 
@@ -367,7 +371,7 @@ def _check_render(args: argparse.Namespace) -> None:
     if args.image is not None and (args.adapt or args.face_point):
         raise TalkingFaceError("--adapt and --face-point apply to dubbing (--video); with --image use --face N")
     if args.image is not None:
-        _refuse_unused(args, ("length", "max_angle", "adapt_steps"), "to dubbing (--video)")
+        _refuse_unused(args, ("length", "max_angle", "adapt_steps", "average_range"), "to dubbing (--video)")
     else:
         _refuse_unused(args, ("keep_expression", "head_motion", "seed"),
                        "to photo renders (--image); a dub keeps the video's own head motion and expression")

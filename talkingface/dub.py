@@ -214,6 +214,35 @@ def held_out_block(frames: np.ndarray, *, fraction: float = 0.1, min_hold: int =
     return hold, rest
 
 
+OWN_RANGE_MIN_SECONDS = 2.0  # fewer tracked frontal frames than this: the average range (too few to measure)
+OWN_RANGE_BOUNDS = (0.5, 1.7)  # the person's median lip range / the average, kept within what the training
+#   speakers span (0.52-1.62 over their clips): a video where the person does not speak would otherwise freeze
+#   the dubbed mouth
+
+
+def own_motion_range(pipe, mouth_canon: np.ndarray, neutral: np.ndarray, ok: np.ndarray,
+                     fps: float) -> np.ndarray | None:
+    """This person's range of mouth motion (59, 3) cm, measured on the video's tracked mouth (the frames ``ok``)
+    as training measures each speaker's (``metrics.motion_range``), for ``Pipeline.predict_mouth``. None (the
+    average range) when the video has fewer than ``OWN_RANGE_MIN_SECONDS`` of such frames. Its median over the
+    lips, relative to the model's average range, is kept within ``OWN_RANGE_BOUNDS``.
+
+    Why: the landmark model learns each training speaker's motion divided by that speaker's own range, and turns
+    its prediction back into centimetres with the speakers' mean range; a video shows the person's own. Measured
+    by speaker-grouped CV on the training speakers (scripts/eval_speaker_scale.py, docs/EVALUATION.md)."""
+    if int(ok.sum()) < OWN_RANGE_MIN_SECONDS * fps:
+        log.info("own range of mouth motion: only %d frames of the face, using the average range", int(ok.sum()))
+        return None
+    own = metrics.motion_range(mouth_canon, neutral, ok)
+    mean_range = pipe.landmark_model.cm_per_unit.detach().cpu().numpy().reshape(own.shape).astype(np.float64)
+    ratio = float(np.median(own[: metrics.N_LIPS, :2] / mean_range[: metrics.N_LIPS, :2]))
+    lo, hi = OWN_RANGE_BOUNDS
+    if not lo <= ratio <= hi:
+        log.info("own range of mouth motion: %.2f of the average, kept at %.2f", ratio, min(max(ratio, lo), hi))
+        own = own * (min(max(ratio, lo), hi) / ratio)
+    return own.astype(np.float32)
+
+
 def adapt_generator(generator: torch.nn.Module, bank: list[tracking.BankEntry], *, steps: int, device,
                     fps: float = 25.0, batch: int = 8, lr: float = 1e-4, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.nn.Module, dict]:
@@ -535,13 +564,14 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     turned = ok & ((np.abs(track.yaw) > options.max_angle) | (np.abs(track.pitch) > options.max_angle))
     ok &= ~turned
     neutral = metrics.neutral_mouth(track.mouth_canon, track.valid).astype(np.float64)
+    motion_range = own_motion_range(pipe, track.mouth_canon, neutral, ok, fps) if options.own_range else None
     gate_energy = energy if len(plan.wav_out) == len(wav) else None
     if mouth_fn is not None:
         mouth25 = mouth_fn(plan.wav_out, neutral)
     else:
         mouth25 = pipe.predict_mouth(plan.wav_out, neutral, motion_scale=options.motion_scale,
                                      silence_gate=options.silence_gate, timings=timings, energy=gate_energy,
-                                     phonemes=phonemes)
+                                     phonemes=phonemes, motion_range=motion_range)
     mouth_canon = _resample_track(mouth25, n_out, fps).astype(np.float32)
     if pipe.painter is not None:  # the mouth stage's temporal smoothing of its targets (MouthOptions.smooth)
         mouth_canon = pipe.painter.smooth_track(mouth_canon, fps)

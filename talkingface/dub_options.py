@@ -24,6 +24,8 @@ class DubOptions:
     adapt_steps: int = 150
     silence_gate: bool = True
     motion_scale: float = 1.0
+    own_range: bool = True  # the mouth moves within this person's own range of motion, measured on the video
+    #   (dub.own_motion_range; False: the training speakers' average range, as a photo gets)
     smooth: float = 1.0  # Gaussian sigma (frames) of the zero-phase pose/landmark smoothing
     batch_size: int = 16
     crf: int = 18

@@ -135,6 +135,21 @@ def neutral_mouth(mouth: np.ndarray, valid: np.ndarray, quantile: float = 0.15) 
     return np.median(mouth[rest], axis=0)
 
 
+MOTION_RANGE_FLOOR = 0.02  # cm (0.2 mm): a coordinate that barely moves is not scaled up from its noise
+
+
+def motion_range(mouth: np.ndarray, neutral: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """A person's range of mouth motion: the standard deviation of each coordinate's offset from the resting
+    mouth over the valid frames, (T, P, D) -> (P, D), floored at ``MOTION_RANGE_FLOOR``. The landmark model
+    learns motion divided by this, per training speaker (``landmark_training.speaker_scales``)."""
+    off = np.asarray(mouth) - neutral
+    if valid is not None:
+        off = off[np.asarray(valid, bool)]
+    if len(off) < 2:
+        raise ValueError("the range of motion needs at least two valid frames")
+    return np.maximum(off.std(axis=0), MOTION_RANGE_FLOOR)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 images (inf when identical)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))

@@ -190,10 +190,14 @@ class Pipeline:
     @_exclusive
     def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, *, motion_scale: float = 1.0,
                       silence_gate: bool = True, timings: dict[str, float] | None = None,
-                      energy: np.ndarray | None = None, phonemes=None) -> np.ndarray:
+                      energy: np.ndarray | None = None, phonemes=None,
+                      motion_range: np.ndarray | None = None) -> np.ndarray:
         """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical, T at 25 fps.
 
         energy: the audio's speech_energy when the caller has it already.
+        motion_range: this person's range of mouth motion (59, 3) cm (``metrics.motion_range`` of a video of
+        them): the model's speaker-normalized prediction is scaled by it instead of the training speakers' mean
+        range (``cm_per_unit``); dubbing measures it on the video (``DubOptions.own_range``).
         phonemes: optional phoneme timings (``talkingface.phonemes``) for the same audio; when given they
         correct the track (closed lips on bilabials, ...).
         """
@@ -204,6 +208,9 @@ class Pipeline:
         t0 = time.perf_counter()
         x = torch.from_numpy(feats).to(self.device)
         offsets = self.landmark_model.predict(x).cpu().numpy() * motion_scale  # (T, 59, 3)
+        if motion_range is not None:  # undo the training's per-speaker normalization with this person's range
+            mean_range = self.landmark_model.cm_per_unit.detach().cpu().numpy().reshape(offsets.shape[1:])
+            offsets = offsets * (np.asarray(motion_range, np.float32) / mean_range)
         if self.sync_delay:  # out[t] = pred[t - delay]: the model leads the true clock (see load)
             offsets = offsets[np.clip(np.arange(len(offsets)) - self.sync_delay, 0, len(offsets) - 1)]
         if silence_gate:

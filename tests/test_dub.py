@@ -305,3 +305,31 @@ def test_an_off_centre_face_is_not_turned(tmp_path, grid_video_path):
     assert track.valid.all() and len(track.bank) > 0
     assert np.abs(track.pitch).max() < 20 and np.abs(track.yaw).max() < 10
     assert np.abs(np.median(track.pitch) - np.median(plain.pitch)) < 5
+
+
+def test_own_range_of_motion_scales_the_prediction(pipeline, grid_wav):
+    """Dubbing scales the model's speaker-normalized prediction by the person's own range of motion (measured on
+    the video) instead of the training speakers' mean range; too little video falls back to the mean range, and
+    a person who barely moves in the video (no speech) is kept at half the mean range, not frozen."""
+    from talkingface import metrics
+    from talkingface.dub import OWN_RANGE_BOUNDS, own_motion_range
+
+    mean_range = pipeline.landmark_model.cm_per_unit.detach().numpy().reshape(59, 3)
+    neutral = np.zeros((59, 3))
+    plain = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False)
+    same = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False, motion_range=mean_range)
+    double = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False, motion_range=2 * mean_range)
+    np.testing.assert_allclose(same, plain, atol=1e-6)
+    np.testing.assert_allclose(double, 2 * plain, rtol=1e-4, atol=1e-6)
+    assert np.abs(plain).max() > 0.05  # the clip's mouth does move
+
+    rng = np.random.default_rng(0)
+    lively = rng.standard_normal((200, 59, 3)) * 1.2 * mean_range  # 1.2 x the mean range, per coordinate
+    ok = np.ones(200, bool)
+    own = own_motion_range(pipeline, lively, neutral, ok, 25.0)
+    np.testing.assert_allclose(own, metrics.motion_range(lively, neutral, ok), rtol=1e-5)
+    assert 1.1 < np.median(own[:40, :2] / mean_range[:40, :2]) < 1.3
+    assert own_motion_range(pipeline, lively[:40], neutral, ok[:40], 25.0) is None  # under 2 s of face
+    still = rng.standard_normal((200, 59, 3)) * 0.05 * mean_range
+    kept = own_motion_range(pipeline, still, neutral, ok, 25.0)
+    assert np.median(kept[:40, :2] / mean_range[:40, :2]) == pytest.approx(OWN_RANGE_BOUNDS[0], rel=1e-3)

@@ -205,6 +205,8 @@ def workdir(tmp_path, astronaut_path, grid_wav_path, grid_video_path):
       "--head-motion", "still"], "--keep-expression, --head-motion apply to photo renders"),
     (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--length", "loop"],
      "--length applies to dubbing"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--average-range"],
+     "--average-range applies to dubbing"),
     (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--voice", "es", "--rate", "1.2"],
      "--voice, --rate apply to text"),
     (["--image", "astronaut.jpg", "--text", "Hello.", "-o", "o.mp4", "--transcript", "hello"],

@@ -184,6 +184,14 @@ def test_distillation_learns_the_teacher_on_audio_without_video():
     assert "audio:x" in log["info"]["train_clips"]
     assert err(with_teacher) < 0.5 * err(without)
 
+    # smoothed targets (--teacher-smooth): the offline render's own track smoothing, applied to the teacher's output
+    from talkingface.mouth import smooth_track
+
+    smoothed = lt.distillation_targets(teacher, feats, smooth=0.3)
+    np.testing.assert_allclose(smoothed, smooth_track(target, 0.3), atol=1e-6)
+    assert np.abs(np.diff(smoothed, axis=0)).mean() < 0.9 * np.abs(np.diff(target, axis=0)).mean()
+    assert np.array_equal(lt.distillation_targets(teacher, feats, smooth=0.0), target)
+
 
 def test_audio_only_recordings_for_distillation(tmp_path, grid_wav_path):
     """Recordings without video become distillation clips: features of both kinds on one timeline, computed once,

@@ -191,12 +191,13 @@ def is_dev_recording(name: str) -> bool:
 
 
 def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: LandmarkModel, *,
-                     dev: bool = False, speed: float = 1.0) -> list[Clip]:
+                     dev: bool = False, speed: float = 1.0, smooth: float = 0.0) -> list[Clip]:
     """Speech recordings without video as training clips for distillation: the student's features and the
     teacher's predictions as ``teacher`` targets; no mouth (``valid`` all False). Features are computed once
     into ``prepared_audio`` (``prepare.prepare_audio_folder``). ``dev``: the held-out recordings instead
     (``is_dev_recording``). ``speed`` != 1: the recordings played faster or slower (``prepare.change_speed``;
-    ``prepared_audio`` must be a folder of their own); a development recording stays out at every speed."""
+    ``prepared_audio`` must be a folder of their own); a development recording stays out at every speed.
+    ``smooth``: the teacher's targets smoothed as the offline render smooths its track (``distillation_targets``)."""
     from .prepare import prepare_audio_folder
 
     clips = []
@@ -213,7 +214,8 @@ def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: L
         p = teacher.config.n_points
         clips.append(Clip(f"audio:{name}{tag}", f"audio:{name}", "train", feats, np.zeros((n, p, 3), np.float32),
                           np.zeros(n, bool), d["energy"].astype(np.float32), np.zeros((p, 3), np.float32),
-                          teacher=distillation_targets(teacher, load_features(path, teacher.config.data_key)[:n])))
+                          teacher=distillation_targets(teacher, load_features(path, teacher.config.data_key)[:n],
+                                                                     smooth=smooth)))
     return clips
 
 
@@ -230,11 +232,7 @@ def speaker_scales(clips: list[Clip]) -> dict[str, np.ndarray]:
     for c in clips:
         off = (c.mouth - c.neutral)[c.valid].reshape(-1, c.mouth.shape[1] * 3)
         by_spk.setdefault(c.speaker, []).append(off)
-    scales = {}
-    for spk, offs in by_spk.items():
-        s = np.concatenate(offs).std(axis=0)
-        scales[spk] = np.maximum(s, 0.02)  # 0.2 mm floor
-    return scales
+    return {spk: metrics.motion_range(np.concatenate(offs), 0.0).astype(np.float32) for spk, offs in by_spk.items()}
 
 
 def fit_pca(clips: list[Clip], scales: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -256,11 +254,21 @@ def _masked_losses(pred: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> tupl
     return loss_pos, loss_vel
 
 
-def distillation_targets(teacher: LandmarkModel, feats: np.ndarray) -> np.ndarray:
+def distillation_targets(teacher: LandmarkModel, feats: np.ndarray, smooth: float = 0.0) -> np.ndarray:
     """A teacher model's normalized offsets (T, P*3) for features of its own kind (no sync delay: the student
-    learns the teacher's raw output and is given the teacher's delay)."""
+    learns the teacher's raw output and is given the teacher's delay).
+
+    smooth: the zero-phase temporal smoothing the offline render applies to its mouth track
+    (``mouth.smooth_track``, ``MouthOptions.smooth``); a live student taught the smoothed track learns to produce
+    it with its few frames of lookahead, since it cannot smooth with the future itself. Linear per coordinate, so
+    smoothing the normalized offsets equals smoothing the track."""
     with torch.no_grad():
-        return teacher(torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None])[0].flatten(1).numpy()
+        out = teacher(torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None])[0].flatten(1).numpy()
+    if smooth > 0:
+        from ..mouth import smooth_track
+
+        out = smooth_track(out, smooth)
+    return out
 
 
 def train(clips: list[Clip], config: LandmarkConfig, *, steps: int = 3000, batch: int = 32, window: int = 80,
