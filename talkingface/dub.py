@@ -234,7 +234,7 @@ def own_motion_range(pipe, mouth_canon: np.ndarray, neutral: np.ndarray, ok: np.
         log.info("own range of mouth motion: only %d frames of the face, using the average range", int(ok.sum()))
         return None
     own = metrics.motion_range(mouth_canon, neutral, ok)
-    mean_range = pipe.landmark_model.cm_per_unit.detach().cpu().numpy().reshape(own.shape).astype(np.float64)
+    mean_range = pipe.mean_motion_range.astype(np.float64)
     ratio = float(np.median(own[: metrics.N_LIPS, :2] / mean_range[: metrics.N_LIPS, :2]))
     lo, hi = OWN_RANGE_BOUNDS
     if not lo <= ratio <= hi:

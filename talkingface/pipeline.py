@@ -178,6 +178,12 @@ class Pipeline:
             self._tracker = face.FaceTracker(static=True, max_faces=checks.MAX_FACES)
         return self._tracker
 
+    @property
+    def mean_motion_range(self) -> np.ndarray:
+        """(59, 3) cm: the training speakers' mean range of mouth motion, by which the landmark model turns its
+        speaker-normalized prediction into centimetres (``cm_per_unit``; see ``predict_mouth``'s motion_range)."""
+        return self.landmark_model.cm_per_unit.detach().cpu().numpy().reshape(len(face.MOUTH), 3)
+
     @_exclusive
     def analyze_face(self, image: np.ndarray, source: str, face_index: int | None) -> tuple[face.DetectedFace, int]:
         """The photo's face to animate (and how many faces it has); refused, naming the photo, when it is turned
@@ -209,8 +215,7 @@ class Pipeline:
         x = torch.from_numpy(feats).to(self.device)
         offsets = self.landmark_model.predict(x).cpu().numpy() * motion_scale  # (T, 59, 3)
         if motion_range is not None:  # undo the training's per-speaker normalization with this person's range
-            mean_range = self.landmark_model.cm_per_unit.detach().cpu().numpy().reshape(offsets.shape[1:])
-            offsets = offsets * (np.asarray(motion_range, np.float32) / mean_range)
+            offsets = offsets * (np.asarray(motion_range, np.float32) / self.mean_motion_range)
         if self.sync_delay:  # out[t] = pred[t - delay]: the model leads the true clock (see load)
             offsets = offsets[np.clip(np.arange(len(offsets)) - self.sync_delay, 0, len(offsets) - 1)]
         if silence_gate:

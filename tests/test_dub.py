@@ -315,6 +315,7 @@ def test_own_range_of_motion_scales_the_prediction(pipeline, grid_wav):
     from talkingface.dub import OWN_RANGE_BOUNDS, own_motion_range
 
     mean_range = pipeline.landmark_model.cm_per_unit.detach().numpy().reshape(59, 3)
+    np.testing.assert_array_equal(pipeline.mean_motion_range, mean_range)
     neutral = np.zeros((59, 3))
     plain = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False)
     same = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False, motion_range=mean_range)

@@ -215,7 +215,7 @@ def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: L
         clips.append(Clip(f"audio:{name}{tag}", f"audio:{name}", "train", feats, np.zeros((n, p, 3), np.float32),
                           np.zeros(n, bool), d["energy"].astype(np.float32), np.zeros((p, 3), np.float32),
                           teacher=distillation_targets(teacher, load_features(path, teacher.config.data_key)[:n],
-                                                                     smooth=smooth)))
+                                                       smooth=smooth)))
     return clips
 
 
