@@ -17,6 +17,13 @@ Variants: ``average`` (as shipped: the training speakers' mean deviation), ``own
 ``dub`` measures it on the video it dubs: a self-dub then sees the very motion it is scored against, so also
 ``other_half``: each half of the clip scaled by the deviation measured on the other half, the honest estimate of
 what a different video of the person gives), and ``halfway`` (the geometric mean of average and own).
+Then the speaking expression (``DubOptions.own_expression``): how the person's mouth sits while they speak (a
+talking smile, lips held apart), which the model, trained across speakers, cannot know. Both variants take their
+estimates from the other half of the clip (scale included) and change only the speech frames (the clip's
+``voice_activity``): ``expr_model`` adds the mean of (real - resting - prediction) there, which needs the model run
+on the video's own audio; ``expr_mean`` (shipped: ``dub.own_expression``, ``Pipeline.predict_mouth(expression=)``)
+shifts the prediction so that its mean over the speech frames is the real mouth's mean offset there, which needs
+only the video's own audio's speech frames.
 r is unchanged by a scale; the measures are the lip distance (mean 2D distance of the 40 lip points / iod) and
 the amplitude ratio (std of the predicted opening / std of the real one; 1 is right).
 
@@ -28,11 +35,17 @@ import os
 import numpy as np
 import torch
 
+from talkingface import audio as audio_mod
 from talkingface import checkpoints, metrics
 from talkingface.landmarks import LandmarkConfig, build
+from talkingface.pipeline import _smooth_gate
 from talkingface.training import landmark_training as lt
 
-VARIANTS = ("average", "own", "other_half", "halfway")
+GATED = {False: "", True: ", motion gated by the speech as the pipeline does"}
+UTT_GAPS = (12, 25)  # frames: pauses under 0.5 s and 1 s
+VARIANTS = ("average", "own", "other_half", "halfway", "expr_model", "expr_mean", "expr_all",
+            *(f"expr_utt{k}" for k in UTT_GAPS), *(f"uttgate{k}" for k in UTT_GAPS),
+            *(f"expr_uttgate{k}" for k in UTT_GAPS))
 
 
 def own_scale(mouth: np.ndarray, neutral: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -40,9 +53,14 @@ def own_scale(mouth: np.ndarray, neutral: np.ndarray, valid: np.ndarray) -> np.n
     return metrics.motion_range(mouth, neutral, valid).reshape(-1)
 
 
-def variants(unit: np.ndarray, avg: np.ndarray, c: lt.Clip) -> dict[str, np.ndarray]:
-    """Offsets (T, 59, 3) in cm for each variant from the model's normalized prediction ``unit`` (T, 59*3)."""
+def variants(unit: np.ndarray, avg: np.ndarray, c: lt.Clip, gate: bool = False) -> dict[str, np.ndarray]:
+    """Offsets (T, 59, 3) in cm for each variant from the model's normalized prediction ``unit`` (T, 59*3).
+    gate: every variant's offsets times the pipeline's smoothed speech gate, as ``Pipeline.predict_mouth`` does,
+    and the expression shift times the smoothed gate of its own frames; without, the motion is not gated and the
+    shift changes only its frames."""
     t = len(unit)
+    speech = audio_mod.voice_activity(c.energy[:t])
+    speech = np.pad(speech, (0, t - len(speech)))
     own = own_scale(c.mouth, c.neutral, c.valid)
     half = t // 2
     first, second = np.zeros(t, bool), np.zeros(t, bool)
@@ -52,10 +70,47 @@ def variants(unit: np.ndarray, avg: np.ndarray, c: lt.Clip) -> dict[str, np.ndar
     other = np.where(first[:, None], s_second[None], s_first[None])
     out = {"average": unit * avg, "own": unit * own, "other_half": unit * other,
            "halfway": unit * np.sqrt(avg * own)}
+    # the speaking expression, every estimate from the other half (a different video of the person): the mean
+    # offset of the real mouth while speaking that the prediction lacks. expr_model / expr_mean: over the speech
+    # frames (expr_all: measured there, applied to every frame, a constant: r cannot change); expr_utt<k>: over
+    # the utterances (the speech frames with pauses shorter than k frames closed: the
+    # face keeps its talking expression through a short pause)
+    real = (c.mouth[:t] - c.neutral[None]).reshape(t, -1)
+    g_speech = _smooth_gate(speech)[:, None] if gate else speech[:, None].astype(np.float64)
+    pred = unit * other * (g_speech if gate else 1.0)
+    out = {k: v * (g_speech if gate else 1.0) for k, v in out.items()}
+    for name, frames in (("expr_model", speech), ("expr_mean", speech), ("expr_all", speech), *(
+            (f"expr_utt{k}", audio_mod.bridge_pauses(speech, k)) for k in UTT_GAPS)):
+        g = _smooth_gate(frames)[:, None] if gate else frames[:, None].astype(np.float64)
+        shift = np.zeros_like(unit)
+        for here, there in ((first, second), (second, first)):
+            sel = c.valid[:t] & there & frames
+            spk = here & frames
+            if sel.sum() < 10 or not spk.any():
+                continue
+            shift[here] = ((real[sel] - pred[sel]).mean(0) if name == "expr_model"
+                           else real[sel].mean(0) - pred[spk].mean(0))
+        out[name] = pred + shift * (1.0 if name == "expr_all" else g)
+    # the gate itself over utterances: the motion is not closed in pauses shorter than k frames (uttgate<k>), and
+    # with the expression over the same utterances (expr_uttgate<k>); without the gate these are other_half and
+    # expr_utt<k>
+    for k in UTT_GAPS:
+        if not gate:
+            out[f"uttgate{k}"], out[f"expr_uttgate{k}"] = out["other_half"], out[f"expr_utt{k}"]
+            continue
+        frames = audio_mod.bridge_pauses(speech, k)
+        g = _smooth_gate(frames)[:, None]
+        moved = unit * other * g
+        shift = np.zeros_like(unit)
+        for here, there in ((first, second), (second, first)):
+            sel, spk = c.valid[:t] & there & frames, here & frames
+            if sel.sum() >= 10 and spk.any():
+                shift[here] = real[sel].mean(0) - moved[spk].mean(0)
+        out[f"uttgate{k}"], out[f"expr_uttgate{k}"] = moved, moved + shift * g
     return {k: v.reshape(t, -1, 3) for k, v in out.items()}
 
 
-def measure(model, clips: list[lt.Clip], delay: int) -> list[dict]:
+def measure(model, clips: list[lt.Clip], delay: int, gate: bool = False) -> list[dict]:
     iod = metrics.canonical_iod()
     avg = model.cm_per_unit.detach().cpu().numpy().reshape(-1).astype(np.float64)
     rows = []
@@ -67,9 +122,15 @@ def measure(model, clips: list[lt.Clip], delay: int) -> list[dict]:
         unit = cm[:n] / avg
         real_open = metrics.opening(c.mouth[:n], iod)[c.valid[:n]]
         row = {"clip": c.name}
-        for name, off in variants(unit, avg, c).items():
+        for name, off in variants(unit, avg, c, gate).items():
             pred = c.neutral + off
             row[f"{name}_lip_dist"] = metrics.lip_distance(pred[c.valid[:n]], c.mouth[:n][c.valid[:n]], iod)
+            # r within each half (the expression variants take a different estimate per half: a step between
+            # the halves that no real dub has would otherwise count against them), mean of the two halves
+            halves = [lt.score(pred[sl], c.mouth[:n][sl], c.valid[:n][sl]) for sl in (slice(0, n // 2),
+                                                                                      slice(n // 2, n))]
+            row[f"{name}_r_open"] = float(np.mean([h["r_open_lag0"] for h in halves]))
+            row[f"{name}_r_width"] = float(np.mean([h["r_width_lag0"] for h in halves]))
             row[f"{name}_amp"] = float(np.std(metrics.opening(pred, iod)[c.valid[:n]]) / (np.std(real_open) + 1e-9))
         rows.append(row)
     return rows
@@ -78,15 +139,17 @@ def measure(model, clips: list[lt.Clip], delay: int) -> list[dict]:
 def table(title: str, rows: list[dict]) -> None:
     base = np.array([r["average_lip_dist"] for r in rows])
     print(f"\n{title} ({len(rows)} clips)\n")
-    print("| scale | lip dist / iod | change vs average (se) | clips better | amplitude ratio, median (IQR) |")
-    print("|---|---|---|---|---|")
+    print("| scale | lip dist / iod | change vs average (se) | clips better | amplitude ratio, median (IQR) | "
+          "r opening, lag 0, within halves | r width, lag 0, within halves |")
+    print("|---|---|---|---|---|---|---|")
     for v in VARIANTS:
         d = np.array([r[f"{v}_lip_dist"] for r in rows])
         amp = np.array([r[f"{v}_amp"] for r in rows])
         q1, q2, q3 = np.percentile(amp, [25, 50, 75])
         diff = d - base
         print(f"| {v} | {d.mean():.4f} | {diff.mean():+.4f} ({diff.std(ddof=1) / np.sqrt(len(d)):.4f}) | "
-              f"{int((diff < 0).sum())}/{len(d)} | {q2:.2f} ({q1:.2f}-{q3:.2f}) |")
+              f"{int((diff < 0).sum())}/{len(d)} | {q2:.2f} ({q1:.2f}-{q3:.2f}) | "
+              f"{np.mean([r[f'{v}_r_open'] for r in rows]):.3f} | {np.mean([r[f'{v}_r_width'] for r in rows]):.3f} |")
 
 
 def main() -> None:
@@ -98,12 +161,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--no-cv", action="store_true", help="only the validation table")
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="keep the fold models here and reuse them on the next run (same folds and steps)")
     args = ap.parse_args()
     model, meta = checkpoints.load_module(checkpoints.resolve(args.model, str(checkpoints.DEFAULT_DIR)), build,
                                           LandmarkConfig, model="landmarks")
     val = lt.load_clips(args.data, model.config.data_key, ("val",))
-    table(f"validation speakers, {args.model} (report only)",
-          measure(model.eval(), val, int(meta["info"].get("sync_delay", 0))))
+    for gate in (False, True):
+        table(f"validation speakers, {args.model} (report only){GATED[gate]}",
+              measure(model.eval(), val, int(meta["info"].get("sync_delay", 0)), gate))
     if args.no_cv:
         return
     _, rmeta = checkpoints.read_checkpoint(args.recipe)
@@ -112,13 +178,24 @@ def main() -> None:
     clips = lt.load_clips(args.data, cfg.data_key, ("train",))
     recorded = {c.name: c.feats for c in clips}
     lt.apply_av_offsets(clips, shifts)
-    rows = []
+    for c in clips:  # the speech frames move with the audio
+        c.energy = lt.shift(c.energy, shifts.get(c.name, 0))
+    rows, rows_gated = [], []
     for k, held, fold in lt.speaker_folds(clips, args.folds, 0, recorded=recorded):
-        fold_model, _ = lt.train(fold, cfg, steps=args.steps, seed=0)
+        cached = os.path.join(args.cache, f"fold{k}-of{args.folds}-{args.steps}.safetensors") if args.cache else None
+        if cached and os.path.exists(cached):
+            fold_model, _ = checkpoints.load_module(cached, build, LandmarkConfig, model="landmarks")
+        else:
+            fold_model, _ = lt.train(fold, cfg, steps=args.steps, seed=0)
+            if cached:
+                os.makedirs(args.cache, exist_ok=True)
+                checkpoints.save_module(cached, fold_model, cfg, model="landmarks")
         rows += measure(fold_model.eval(), [c for c in fold if c.split == "val"], delay)
+        rows_gated += measure(fold_model.eval(), [c for c in fold if c.split == "val"], delay, True)
         print(f"fold {k}: {len(held)} speakers held out", flush=True)
-    table(f"speaker-grouped {args.folds}-fold CV on the training speakers ({os.path.basename(args.recipe)}'s "
-          f"recipe, {args.steps} steps; the decision)", rows)
+    for gate, rs in ((False, rows), (True, rows_gated)):
+        table(f"speaker-grouped {args.folds}-fold CV on the training speakers ({os.path.basename(args.recipe)}'s "
+              f"recipe, {args.steps} steps; the decision){GATED[gate]}", rs)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ row (the most open predicted mouths and one rest frame), the lower face at nativ
 nearest-neighbour so pixels stay visible.
 
     python scripts/make_mouth_strips.py                      # -> docs/mouth_photo_strip.jpg, docs/mouth_dub_strip.jpg
+                                                             #    and the README's docs/astronaut_strip.jpg
     python scripts/make_mouth_strips.py --methods texture-v1,warp,mouth-v2 --checkpoints checkpoints
 """
 import argparse
@@ -70,6 +71,24 @@ def _pipes(methods: list[str], checkpoints: str | None) -> list[tuple[str, talki
     return pipes
 
 
+def readme_strip(root: str, out: str, n: int = 7, height: int = 240) -> None:
+    """The README's picture: the quick start's render (the default pipeline and options: the demo photo speaking
+    demo/grid_lwbsza.wav, head motion and blinks included), one rest frame and the ``n`` - 1 most open, the head (a
+    square 1.8 times the mouth and jaw points wide, the same for every frame) scaled to ``height`` px."""
+    res = talkingface.load().render(os.path.join(root, "demo", "astronaut.jpg"),
+                                    os.path.join(root, "demo", "grid_lwbsza.wav"), return_frames=True)
+    idx = _pick(np.ptp(res.mouth_landmarks[:, :, 1], axis=1), n)
+    lips = res.mouth_landmarks[idx].reshape(-1, 2)
+    side = 1.8 * np.ptp(lips[:, 0])
+    cx, cy = np.nanmean(lips, axis=0)
+    h, w = res.frames[0].shape[:2]
+    x0, y0 = int(np.clip(cx - side / 2, 0, w - side)), int(np.clip(cy - 0.6 * side, 0, h - side))
+    s = int(side)
+    tiles = [cv2.resize(res.frames[i][y0:y0 + s, x0:x0 + s], (height, height), interpolation=cv2.INTER_AREA)
+             for i in idx]
+    cv2.imwrite(os.path.join(out, "astronaut_strip.jpg"), np.hstack(tiles)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="texture-v1,warp,mouth-v2")
@@ -115,7 +134,8 @@ def main() -> None:
             os.remove(tmp)
     cv2.imwrite(os.path.join(args.out, "mouth_dub_strip.jpg"), _strip(rows, idx, box, zoom=3)[..., ::-1],
                 [cv2.IMWRITE_JPEG_QUALITY, 92])
-    print(f"wrote {args.out}/mouth_photo_strip.jpg and {args.out}/mouth_dub_strip.jpg")
+    readme_strip(root, args.out)
+    print(f"wrote {args.out}/mouth_photo_strip.jpg, {args.out}/mouth_dub_strip.jpg and {args.out}/astronaut_strip.jpg")
 
 
 if __name__ == "__main__":

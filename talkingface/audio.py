@@ -375,6 +375,18 @@ def _has_voice(audio: np.ndarray, loud: np.ndarray, reach: int = 3) -> bool:
     return False
 
 
+def bridge_pauses(speech: np.ndarray, frames: int) -> np.ndarray:
+    """A speech mask (T,) bool with every pause shorter than ``frames`` filled: the utterances. Leading and
+    trailing silence stay silence."""
+    from scipy.ndimage import binary_closing
+
+    speech = np.asarray(speech, bool)
+    if frames <= 1 or not speech.any():
+        return speech.copy()
+    padded = np.pad(speech, frames)
+    return binary_closing(padded, np.ones(frames, bool))[frames:-frames] | speech
+
+
 def speech_mask(audio: np.ndarray, energy: np.ndarray | None = None, *, reach: int = 3) -> np.ndarray:
     """Frames (25 fps) where someone speaks: loud enough (``voice_activity`` of the band energy) and within
     ``reach`` frames of what Silero VAD calls a voice. On clean speech this is the energy mask (10 recordings:

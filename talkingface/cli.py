@@ -55,6 +55,10 @@ def _add_dub_options(g) -> None:
     g.add_argument("--average-range", action="store_true",
                    help="move the mouth within the training speakers' average range of motion instead of this "
                         "person's own, measured on the video (the default)")
+    g.add_argument("--average-expression", action="store_true",
+                   help="while speaking, the mouth sits as the training speakers' average does instead of as this "
+                        "person's does (a talking smile, lips held apart), measured on the video with its own "
+                        "audio (the default; a video without audio gets the average)")
 
 
 def _dub_options(args: argparse.Namespace):
@@ -70,6 +74,7 @@ def _dub_options(args: argparse.Namespace):
     return DubOptions(face_index=args.face, face_point=point, length=args.length, fps=args.fps,
                       max_size=args.max_size, adapt=args.adapt, adapt_steps=args.adapt_steps,
                       max_angle=args.max_angle, own_range=not getattr(args, "average_range", False),
+                      own_expression=not getattr(args, "average_expression", False),
                       silence_gate=not getattr(args, "no_silence_gate", False),
                       motion_scale=getattr(args, "motion", 1.0), crf=getattr(args, "crf", 18),
                       credentials=not args.no_credentials, sign_key=args.sign_key, sign_cert=args.sign_cert)
@@ -231,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --dub: only the texture table (lip-box PSNR/SSIM, sharpness, Delta E, flicker, lag-0 r) "
                         "of these mouth texture methods (e.g. texture-v1,warp,mouth-v2) and a plain re-encode; a "
                         "method may carry mouth-stage options, e.g. warp:feather_cm=0:seam_alpha=0.6:smooth=0")
+    e.add_argument("--average-range", action="store_true",
+                   help="with --texture-methods: dub with the average range of motion (render --average-range)")
+    e.add_argument("--average-expression", action="store_true",
+                   help="with --texture-methods: dub with the average speaking expression (render "
+                        "--average-expression)")
     _add_common(e)
 
     b = sub.add_parser("benchmark", help="seconds per stage and frames per second of a 10 s render",
@@ -371,7 +381,8 @@ def _check_render(args: argparse.Namespace) -> None:
     if args.image is not None and (args.adapt or args.face_point):
         raise TalkingFaceError("--adapt and --face-point apply to dubbing (--video); with --image use --face N")
     if args.image is not None:
-        _refuse_unused(args, ("length", "max_angle", "adapt_steps", "average_range"), "to dubbing (--video)")
+        _refuse_unused(args, ("length", "max_angle", "adapt_steps", "average_range", "average_expression"),
+                       "to dubbing (--video)")
     else:
         _refuse_unused(args, ("keep_expression", "head_motion", "seed"),
                        "to photo renders (--image); a dub keeps the video's own head motion and expression")

@@ -530,6 +530,55 @@ def _painter(pipe, track: tracking.VideoTrack, mouth_canon: np.ndarray, neutral:
     return _generator_paint(pipe, generator, track, mouth_canon, target_open, pipe.crop_size), adapt_report
 
 
+BRIDGE_PAUSES = 25  # frames at 25 fps: a dub's mouth keeps talking through pauses under 1 s (the speech gate and
+#   the speaking expression see utterances; a photo render rests in every pause). Chosen with the expression by
+#   speaker-grouped CV (scripts/eval_speaker_scale.py: expr_uttgate25)
+OWN_EXPRESSION_SECONDS = 120.0  # of the video's own audio read for the speaking expression (it is a mean)
+OWN_EXPRESSION_MIN_SECONDS = 2.0  # of tracked frontal frames with speech: fewer, no expression
+
+
+def own_expression(pipe, vpath: str, has_audio: bool, mouth_canon: np.ndarray, neutral: np.ndarray,
+                   ok: np.ndarray, fps: float) -> np.ndarray | None:
+    """This person's speaking expression for ``Pipeline.predict_mouth``: the mean offset (59, 3) cm of the
+    video's tracked mouth from its resting shape ``neutral`` over the frames ``ok`` where the video's own audio
+    (its first ``OWN_EXPRESSION_SECONDS``) is speech, pauses under ``BRIDGE_PAUSES`` frames included (as
+    ``Pipeline.predict_mouth`` applies it). How the mouth sits while they talk (a talking smile, lips
+    held apart) is theirs, not the words'; the landmark model, trained across speakers, predicts the average.
+
+    None (no expression) when the video has no audio track, fewer than ``OWN_EXPRESSION_MIN_SECONDS`` of such
+    frames, or when the mouth barely moves while the audio speaks (its lips' median range under
+    ``OWN_RANGE_BOUNDS[0]`` of the average: a voice-over, not this person speaking). Chosen by speaker-grouped
+    CV on the training speakers (scripts/eval_speaker_scale.py; docs/EVALUATION.md, "The person's speaking
+    expression")."""
+    if not has_audio:
+        log.info("speaking expression: the video has no audio track, none used")
+        return None
+    n = min(len(mouth_canon), int(OWN_EXPRESSION_SECONDS * fps))
+    try:
+        wav = media.load_audio(vpath, first_seconds=n / fps + 0.1)
+    except InputError as e:
+        log.info("speaking expression: the video's audio could not be read (%s), none used", e)
+        return None
+    speech = audio_mod.bridge_pauses(audio_mod.speech_mask(wav), BRIDGE_PAUSES)
+    if not speech.any():
+        log.info("speaking expression: no speech in the video's audio, none used")
+        return None
+    at = np.clip(np.round(np.arange(n) * audio_mod.FPS / fps).astype(int), 0, len(speech) - 1)
+    sel = ok[:n] & speech[at] & (np.arange(n) * audio_mod.FPS / fps < len(speech))
+    if int(sel.sum()) < OWN_EXPRESSION_MIN_SECONDS * fps:
+        log.info("speaking expression: only %d frames of the face speaking, none used", int(sel.sum()))
+        return None
+    offsets = mouth_canon[:n][sel] - neutral[None]
+    own = metrics.motion_range(mouth_canon[:n], neutral, sel)
+    mean_range = pipe.mean_motion_range.astype(np.float64)
+    ratio = float(np.median(own[: metrics.N_LIPS, :2] / mean_range[: metrics.N_LIPS, :2]))
+    if ratio < OWN_RANGE_BOUNDS[0]:
+        log.info("speaking expression: the mouth barely moves while the video's audio speaks (%.2f of the average "
+                 "range), none used", ratio)
+        return None
+    return offsets.mean(axis=0).astype(np.float32)
+
+
 def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), phonemes=None,
         progress: Callable[[int, int], None] | None = None, stage: Callable[[str], None] | None = None,
         return_frames: bool = False, mouth_fn: Callable | None = None) -> DubResult:
@@ -565,13 +614,19 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
     ok &= ~turned
     neutral = metrics.neutral_mouth(track.mouth_canon, track.valid).astype(np.float64)
     motion_range = own_motion_range(pipe, track.mouth_canon, neutral, ok, fps) if options.own_range else None
+    expression = None
+    if options.own_expression and mouth_fn is None:
+        t0 = time.perf_counter()
+        expression = own_expression(pipe, vpath, info.has_audio, track.mouth_canon, neutral, ok, fps)
+        timings["expression"] = time.perf_counter() - t0
     gate_energy = energy if len(plan.wav_out) == len(wav) else None
     if mouth_fn is not None:
         mouth25 = mouth_fn(plan.wav_out, neutral)
     else:
         mouth25 = pipe.predict_mouth(plan.wav_out, neutral, motion_scale=options.motion_scale,
                                      silence_gate=options.silence_gate, timings=timings, energy=gate_energy,
-                                     phonemes=phonemes, motion_range=motion_range)
+                                     phonemes=phonemes, motion_range=motion_range, expression=expression,
+                                     bridge_pauses=BRIDGE_PAUSES)
     mouth_canon = _resample_track(mouth25, n_out, fps).astype(np.float32)
     if pipe.painter is not None:  # the mouth stage's temporal smoothing of its targets (MouthOptions.smooth)
         mouth_canon = pipe.painter.smooth_track(mouth_canon, fps)

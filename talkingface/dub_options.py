@@ -26,6 +26,8 @@ class DubOptions:
     motion_scale: float = 1.0
     own_range: bool = True  # the mouth moves within this person's own range of motion, measured on the video
     #   (dub.own_motion_range; False: the training speakers' average range, as a photo gets)
+    own_expression: bool = True  # while speaking, the mouth takes this person's speaking expression, measured on
+    #   the video with its own audio (dub.own_expression; False: the resting mouth plus the predicted motion)
     smooth: float = 1.0  # Gaussian sigma (frames) of the zero-phase pose/landmark smoothing
     batch_size: int = 16
     crf: int = 18

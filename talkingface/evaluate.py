@@ -496,13 +496,15 @@ def target_fidelity(shown: np.ndarray, target: np.ndarray | None, ok: np.ndarray
 
 
 def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_dir: str | None = None,
-                         device: str = "cpu", max_clips: int | None = None, landmarks: str | None = None) -> dict:
+                         device: str = "cpu", max_clips: int | None = None, landmarks: str | None = None,
+                         dub_options: dict | None = None) -> dict:
     """Issue 9's texture table: each validation clip dubbed with its own audio by each mouth texture method
     (``talkingface.load(texture=name)``), plus a plain re-encode of the input as the ceiling. Per method, mean
     over clips of ``texture_measures`` and the re-tracked mouth opening's r against the real track (lag 0, and
     the best within +-2 frames with its lag), and the end-to-end fps. OUT/dub_texture.md and .json.
     A method may carry mouth-stage options (``mouth.parse_method``): "warp:feather_cm=0:smooth=0" is the warp
-    stage with those settings, so two settings compare in one run."""
+    stage with those settings, so two settings compare in one run. dub_options: ``DubOptions`` fields for every
+    dub (e.g. {"own_expression": False})."""
     from .dub import DubOptions
     from .errors import CheckpointError
     from .training.landmark_training import score
@@ -544,7 +546,7 @@ def evaluate_dub_texture(data: str, out: str, methods: list[str], *, checkpoint_
             path = os.path.join(dub_dir, f"{e['clip']}.self.{name.replace(':', '_')}.mp4")
             try:
                 res = pipe.dub(e["source"], media.load_audio(e["source"]), output=path,
-                               options=DubOptions(fps=25, length="trim"))
+                               options=DubOptions(fps=25, length="trim", **(dub_options or {})))
             except (AttributeError, TypeError) as err:
                 if pipe.painter is None:
                     raise
@@ -606,6 +608,12 @@ def format_texture_table(summary: dict, n_clips: int, skipped: dict | None = Non
 
 
 def main(args: argparse.Namespace) -> int:
+    given = [f for f in ("average_range", "average_expression") if getattr(args, f, False)]
+    if given and not getattr(args, "texture_methods", None):
+        from .errors import InputError
+
+        raise InputError(f"--{given[0].replace('_', '-')} applies to the dubbing texture table (--dub "
+                         f"--texture-methods)")
     if not os.path.exists(os.path.join(args.data, "index.json")):
         from .errors import InputError
 
@@ -613,7 +621,9 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "texture_methods", None):
         evaluate_dub_texture(args.data, args.out, [m.strip() for m in args.texture_methods.split(",") if m.strip()],
                              checkpoint_dir=args.checkpoints, device=args.device, max_clips=args.max_clips,
-                             landmarks=getattr(args, "landmarks", None))
+                             landmarks=getattr(args, "landmarks", None),
+                             dub_options={"own_range": not getattr(args, "average_range", False),
+                                          "own_expression": not getattr(args, "average_expression", False)})
         return 0
     landmarks = getattr(args, "landmarks", None) or DEFAULT_MODELS["landmarks"]
     pipe = load(args.checkpoints, device=args.device, landmarks=landmarks)

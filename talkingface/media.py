@@ -324,11 +324,12 @@ def _open_audio(path: PathLike, max_seconds: float | None) -> tuple[str, MediaIn
     return p, info
 
 
-def _audio_stream(p: str, sr: int, chunk_samples: int) -> Iterator[np.ndarray]:
-    """Decode ``p`` with ffmpeg to float32 mono at ``sr`` and yield chunks."""
+def _audio_stream(p: str, sr: int, chunk_samples: int, seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Decode ``p`` with ffmpeg to float32 mono at ``sr`` (only its first ``seconds`` if given) and yield chunks."""
     args = [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-i", _ff_url(p), "-map", "0:a:0", "-vn", "-sn", "-dn",
+        "-i", _ff_url(p), *(["-t", f"{seconds:.3f}"] if seconds is not None else []),
+        "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-ac", "1", "-ar", str(sr), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
     ]
     chunk_bytes = chunk_samples * 4
@@ -378,14 +379,20 @@ def iter_audio_chunks(
     return _audio_stream(p, int(sr), max(1, int(round(chunk_seconds * sr))))
 
 
-def load_audio(path: PathLike, sr: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+def load_audio(path: PathLike, sr: int = SAMPLE_RATE, max_seconds: float | None = None, *,
+               first_seconds: float | None = None) -> np.ndarray:
     """Decode an audio file (or the audio track of a video) to float32 mono in [-1, 1].
 
+    first_seconds: decode only the start, up to this many seconds (then ``max_seconds`` is not checked).
     Raises InputError for a missing/corrupt/non-media file, a file without audio
     stream, empty audio, or audio longer than ``max_seconds``.
     """
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
+    if first_seconds is not None:
+        if not first_seconds > 0:
+            raise ValueError(f"first_seconds must be positive, got {first_seconds}")
+        max_seconds = None
     p, info = _open_audio(path, max_seconds)
     # Only enforce the limit while decoding when the probe could not tell the duration.
     limit = None
@@ -393,7 +400,7 @@ def load_audio(path: PathLike, sr: int = SAMPLE_RATE, max_seconds: float | None 
         limit = int(math.ceil(max_seconds * sr))
     chunks: list[np.ndarray] = []
     total = 0
-    gen = _audio_stream(p, int(sr), 1 << 20)
+    gen = _audio_stream(p, int(sr), 1 << 20, first_seconds)
     try:
         for chunk in gen:
             chunks.append(chunk)

@@ -197,13 +197,20 @@ class Pipeline:
     def predict_mouth(self, wav: np.ndarray, neutral: np.ndarray, *, motion_scale: float = 1.0,
                       silence_gate: bool = True, timings: dict[str, float] | None = None,
                       energy: np.ndarray | None = None, phonemes=None,
-                      motion_range: np.ndarray | None = None) -> np.ndarray:
+                      motion_range: np.ndarray | None = None, expression: np.ndarray | None = None,
+                      bridge_pauses: int = 0) -> np.ndarray:
         """Audio (n,) 16 kHz + resting mouth (59, 3) canonical -> mouth track (T, 59, 3) canonical, T at 25 fps.
 
         energy: the audio's speech_energy when the caller has it already.
         motion_range: this person's range of mouth motion (59, 3) cm (``metrics.motion_range`` of a video of
         them): the model's speaker-normalized prediction is scaled by it instead of the training speakers' mean
         range (``cm_per_unit``); dubbing measures it on the video (``DubOptions.own_range``).
+        expression: this person's speaking expression, the mean offset (59, 3) cm of their mouth from its resting
+        shape while they speak: the prediction is shifted so that its mean over the speech frames is this (a
+        talking smile, lips held apart that no audio predicts); dubbing measures it on the video
+        (``dub.own_expression``).
+        bridge_pauses: pauses in the speech shorter than this many frames count as speech for the gate and the
+        expression (the mouth keeps talking through them instead of resting); dubbing uses ``dub.BRIDGE_PAUSES``.
         phonemes: optional phoneme timings (``talkingface.phonemes``) for the same audio; when given they
         correct the track (closed lips on bilabials, ...).
         """
@@ -218,10 +225,14 @@ class Pipeline:
             offsets = offsets * (np.asarray(motion_range, np.float32) / self.mean_motion_range)
         if self.sync_delay:  # out[t] = pred[t - delay]: the model leads the true clock (see load)
             offsets = offsets[np.clip(np.arange(len(offsets)) - self.sync_delay, 0, len(offsets) - 1)]
-        if silence_gate:
+        if silence_gate or expression is not None:
             energy = audio_mod.speech_energy(wav) if energy is None else energy
-            gate = _smooth_gate(audio_mod.speech_mask(wav, energy))[: len(offsets)]  # a voice, not noise
-            offsets *= gate[:, None, None]
+            speech = audio_mod.speech_mask(wav, energy)[: len(offsets)]  # a voice, not noise
+            speech = audio_mod.bridge_pauses(speech, bridge_pauses)
+            if expression is not None and speech.any():
+                offsets = offsets + (np.asarray(expression, np.float32) - offsets[speech].mean(axis=0))[None]
+            if silence_gate:
+                offsets *= _smooth_gate(speech)[:, None, None]
         track = neutral[None] + offsets
         if phonemes:
             from .phonemes import apply_phoneme_timing

@@ -80,3 +80,16 @@ def test_voice_activity_finds_speech_but_not_silence(grid_wav):
 def test_unknown_feature_kind(kind):
     with pytest.raises(ValueError):
         audio.AudioEncoder(audio.AudioFeatureConfig(kind))
+
+
+def test_bridge_pauses_fills_short_pauses_only():
+    from talkingface.audio import bridge_pauses
+
+    speech = np.zeros(60, bool)
+    speech[10:20] = speech[24:30] = speech[50:55] = True  # a 4-frame pause, then a 20-frame one
+    out = bridge_pauses(speech, 10)
+    expect = speech.copy()
+    expect[20:24] = True
+    np.testing.assert_array_equal(out, expect)  # leading and trailing silence and the long pause stay
+    np.testing.assert_array_equal(bridge_pauses(speech, 0), speech)
+    assert not bridge_pauses(np.zeros(5, bool), 10).any()

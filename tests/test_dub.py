@@ -307,6 +307,58 @@ def test_an_off_centre_face_is_not_turned(tmp_path, grid_video_path):
     assert np.abs(np.median(track.pitch) - np.median(plain.pitch)) < 5
 
 
+def test_speaking_expression_shifts_the_speech_frames(pipeline, grid_wav, tmp_path):
+    """The person's speaking expression, measured on the video where its own audio is speech, becomes the mean of
+    the predicted mouth over the new audio's speech frames; the silent frames keep the resting mouth. A video
+    without audio, with too little speech, or where the mouth does not move while the audio speaks (a voice-over)
+    gets none."""
+    from talkingface import audio as audio_mod
+    from talkingface import media
+    from talkingface.dub import BRIDGE_PAUSES, OWN_EXPRESSION_MIN_SECONDS, own_expression
+
+    neutral = np.zeros((59, 3))
+    smile = np.zeros((59, 3), np.float32)
+    smile[:, 0] = 0.05 * np.sign(np.arange(59) % 2 - 0.5)  # corners pulled apart, lips apart
+    smile[:, 1] = 0.08
+    plain = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False)
+    shifted = pipeline.predict_mouth(grid_wav, neutral, silence_gate=False, expression=smile)
+    speech = audio_mod.speech_mask(grid_wav)[: len(plain)]
+    assert 10 < speech.sum() < len(speech)
+    np.testing.assert_allclose(shifted[speech].mean(axis=0), smile, atol=1e-5)
+    np.testing.assert_allclose(shifted - plain, np.broadcast_to(shifted[0] - plain[0], plain.shape), atol=1e-5)
+    gated = pipeline.predict_mouth(grid_wav, neutral, expression=smile)
+    assert np.abs(gated[~speech][:3]).max() < 1e-6  # the leading silence rests
+    assert np.abs(gated[speech].mean(axis=0) - smile).max() < 0.02
+    # a dub bridges pauses under 1 s: the mouth keeps talking (and its expression) through them
+    bridged = pipeline.predict_mouth(grid_wav, neutral, expression=smile, bridge_pauses=BRIDGE_PAUSES)
+    utterance = audio_mod.bridge_pauses(speech, BRIDGE_PAUSES)
+    assert np.abs(bridged[utterance].mean(axis=0) - smile).max() < 0.02
+    assert np.abs(bridged[~utterance][:3]).max() < 1e-6
+
+    # measured on a "video" (the two demo sentences' audio, a tracked mouth that speaks with this expression)
+    from scipy.io import wavfile
+
+    wav = np.concatenate([media.load_audio(str(ROOT / "demo" / f"grid_{s}.wav")) for s in ("lwbsza", "sbwe5n")])
+    grid_wav_path = str(tmp_path / "two.wav")
+    wavfile.write(grid_wav_path, audio_mod.SAMPLE_RATE, wav)
+    sp = audio_mod.bridge_pauses(audio_mod.speech_mask(wav), BRIDGE_PAUSES)  # the utterances
+    n = len(sp)
+    rng = np.random.default_rng(0)
+    moving = rng.standard_normal((n, 59, 3)) * pipeline.mean_motion_range
+    moving[sp] -= moving[sp].mean(axis=0)  # the motion averages out over the speech: what is left is the smile
+    mouth = moving + np.where(sp[:, None, None], smile[None], 0.0)
+    ok = np.ones(n, bool)
+    got = own_expression(pipeline, grid_wav_path, True, mouth, neutral, ok, 25.0)
+    assert got is not None and got.shape == (59, 3)
+    np.testing.assert_allclose(got, smile, atol=1e-5)
+    assert own_expression(pipeline, grid_wav_path, False, mouth, neutral, ok, 25.0) is None  # no audio track
+    few = ok.copy()
+    few[np.flatnonzero(sp)[: int(sp.sum() - OWN_EXPRESSION_MIN_SECONDS * 25) + 1]] = False
+    assert own_expression(pipeline, grid_wav_path, True, mouth, neutral, few, 25.0) is None  # under 2 s speaking
+    still = np.broadcast_to(smile, mouth.shape) + moving * 0.05
+    assert own_expression(pipeline, grid_wav_path, True, still, neutral, ok, 25.0) is None  # a voice-over
+
+
 def test_own_range_of_motion_scales_the_prediction(pipeline, grid_wav):
     """Dubbing scales the model's speaker-normalized prediction by the person's own range of motion (measured on
     the video) instead of the training speakers' mean range; too little video falls back to the mean range, and

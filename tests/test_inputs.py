@@ -108,6 +108,12 @@ def test_every_subcommands_numbers_are_usage_errors(tmp_path, args):
     assert [p.name for p in tmp_path.iterdir()] == ["jobs.csv"]  # no output folder, no summary
 
 
+def test_eval_dub_options_need_the_texture_table(tmp_path):
+    r = _cli("eval", "--dub", "--average-expression", "--out", "e", cwd=tmp_path, timeout=60)
+    assert r.returncode != 0 and "--average-expression applies to the dubbing texture table" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_options_are_checked_in_the_api_too():
     from talkingface import DubOptions, RenderOptions
 
@@ -207,6 +213,8 @@ def workdir(tmp_path, astronaut_path, grid_wav_path, grid_video_path):
      "--length applies to dubbing"),
     (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--average-range"],
      "--average-range applies to dubbing"),
+    (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--average-expression"],
+     "--average-expression applies to dubbing"),
     (["--image", "astronaut.jpg", "--audio", "grid_lwbsza.wav", "-o", "o.mp4", "--voice", "es", "--rate", "1.2"],
      "--voice, --rate apply to text"),
     (["--image", "astronaut.jpg", "--text", "Hello.", "-o", "o.mp4", "--transcript", "hello"],

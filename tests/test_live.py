@@ -26,14 +26,20 @@ def whisper():
 
 @pytest.mark.parametrize("window", [audio.LIVE_WINDOW, audio.StreamWindow()], ids=["4s", "2s"])
 def test_streaming_whisper_features_do_not_depend_on_the_chunking(whisper, grid_wav, window):
-    """A file's streamable features equal its live stream's, chunk sizes 100-4000 samples or all at once."""
+    """A file's streamable features equal its live stream's, chunk sizes 100-4000 samples or all at once.
+
+    Equal up to float32 rounding: the file is encoded 8 windows per pass and the stream one or two, and on some
+    CPUs CTranslate2's batched matrix products round differently with the batch size (2026-12-03: up to 1.3e-5 on
+    features of magnitude ~10; bit-identical on the machine before). A window cut in the wrong place differs by
+    whole units."""
     sw = audio.StreamingWhisper(whisper, window)
     offline = sw(grid_wav)
     assert offline.shape == (audio.n_video_frames(len(grid_wav)), 384)
     for seed in (0, 1):
         sw.reset()
         live = np.concatenate([sw.push(c) for c in _chunks(grid_wav, seed)] + [sw.flush()])
-        np.testing.assert_array_equal(live, offline)
+        assert live.shape == offline.shape
+        np.testing.assert_allclose(live, offline, rtol=0, atol=1e-4)
     # and a block's features come only after its window's audio is in (block 4 + lookahead 1 frames)
     sw.reset()
     assert len(sw.push(grid_wav[: 5 * 640 - 1])) == 0 and len(sw.push(grid_wav[5 * 640 - 1: 5 * 640])) == 4

@@ -107,6 +107,17 @@ def test_load_audio_max_seconds(fx: Path) -> None:
     assert load_audio(fx / "tone.mp3", max_seconds=3.0).size > 0
 
 
+def test_load_audio_first_seconds(fx: Path) -> None:
+    """Only the start is decoded, and then the length limit does not apply (the start is short)."""
+    full = load_audio(fx / "tone.flac")
+    head = load_audio(fx / "tone.flac", max_seconds=0.1, first_seconds=0.5)
+    assert abs(head.size - SAMPLE_RATE // 2) <= 0.01 * SAMPLE_RATE
+    np.testing.assert_allclose(head, full[: head.size], atol=1e-4)
+    assert load_audio(fx / "av30.mp4", first_seconds=10.0).size == load_audio(fx / "av30.mp4").size
+    with pytest.raises(ValueError, match="first_seconds"):
+        load_audio(fx / "tone.flac", first_seconds=0)
+
+
 @pytest.mark.parametrize(
     "name, pattern",
     [
