@@ -19,6 +19,7 @@ import talkingface
 from talkingface import RenderOptions, media
 from talkingface.dub import DubOptions
 from talkingface.errors import CheckpointError
+from talkingface.evaluate import lip_box
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -28,14 +29,10 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def _box(points: np.ndarray, shape: tuple[int, int], scale: float = 1.1) -> tuple[int, int, int, int]:
-    """A box around the mouth and jaw points (n, 2), ``scale`` times their width, 3:2."""
-    points = points[np.isfinite(points).all(1)]
-    cx, cy = points.mean(0)
-    w = np.ptp(points[:, 0]) * scale
-    h = w * 2 / 3
-    x0, y0 = int(max(0, cx - w / 2)), int(max(0, cy - h / 2))
-    return x0, y0, int(min(shape[1], x0 + w)), int(min(shape[0], y0 + h))
+def _box(lips: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """One 3:2 box around the mouth and jaw points (T, n, 2) of every frame, 1.1 times their width."""
+    points = lips.reshape(-1, 2)
+    return lip_box(points[np.isfinite(points).all(1)], shape, widen=1.1)
 
 
 def _strip(rows: list[tuple[str, list[np.ndarray]]], idx: list[int], box, zoom: int = 2) -> np.ndarray:
@@ -108,7 +105,7 @@ def main() -> None:
         if idx is None:
             lips = res.mouth_landmarks
             idx = _pick(np.ptp(lips[:, :, 1], axis=1), args.frames)
-            box = _box(lips.reshape(-1, 2), photo.shape[:2])
+            box = _box(lips, photo.shape[:2])
         rows.append((name, res.frames))
     rows.insert(0, ("photo", [photo] * (max(idx) + 1)))
     cv2.imwrite(os.path.join(args.out, "mouth_photo_strip.jpg"), _strip(rows, idx, box)[..., ::-1],
@@ -127,7 +124,7 @@ def main() -> None:
             if idx is None:
                 lips = res.mouth_landmarks[: len(frames)]
                 idx = _pick(np.ptp(lips[:, :, 1], axis=1), args.frames)
-                box = _box(lips.reshape(-1, 2), src[0].shape[:2])
+                box = _box(lips, src[0].shape[:2])
             rows.append((name, frames))
     finally:
         if os.path.exists(tmp):

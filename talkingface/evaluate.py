@@ -293,10 +293,10 @@ def evaluate_dub(pipe: Pipeline, data: str, out: str, *, max_clips: int | None =
         reenc_frames = list(media.iter_video_frames(reenc, fps=25))
         b = partners[e["clip"]]
         for method, extra in methods.items():
-            mouth_fn = None
-            if method in ("static", "energy"):
-                def mouth_fn(wav, neutral, _m=method):
-                    return baseline_tracks(neutral, speech_energy(wav), energy_direction)[_m]
+            def baseline(wav, neutral, _m=method):
+                return baseline_tracks(neutral, speech_energy(wav), energy_direction)[_m]
+
+            mouth_fn = baseline if method in ("static", "energy") else None
             kinds = (("self", wavs[e["clip"]]),) if extra.get("adapt") or not cross else (
                 ("self", wavs[e["clip"]]), ("cross", wavs[b["clip"]]))
             for kind, wav in kinds:  # --adapt is measured where it matters (sharpness, self-dub): it costs minutes
@@ -404,10 +404,11 @@ def format_dub_table(summary: dict, n_clips: int) -> str:
 LIP_BOX = (96, 64)  # (w, h) the lip box is resampled to for PSNR, SSIM and flicker
 
 
-def lip_box(lips: np.ndarray, shape) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of a 3:2 box around lip points (40, 2) image px: the lips' width plus 30 %, clipped."""
+def lip_box(lips: np.ndarray, shape, widen: float = 1.3) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a 3:2 box around lip points (n, 2) image px: the points' width times ``widen`` (the
+    lips' plus 30 %), clipped."""
     c = (lips.min(0) + lips.max(0)) / 2
-    half_w = 0.65 * float(np.ptp(lips[:, 0]))
+    half_w = widen / 2 * float(np.ptp(lips[:, 0]))
     half_h = half_w * LIP_BOX[1] / LIP_BOX[0]
     h, w = shape[:2]
     x0, x1 = int(max(0, c[0] - half_w)), int(min(w, c[0] + half_w + 1))
