@@ -18,16 +18,22 @@ Variants: ``average`` (as shipped: the training speakers' mean deviation), ``own
 ``other_half``: each half of the clip scaled by the deviation measured on the other half, the honest estimate of
 what a different video of the person gives), and ``halfway`` (the geometric mean of average and own).
 Then the speaking expression (``DubOptions.own_expression``): how the person's mouth sits while they speak (a
-talking smile, lips held apart), which the model, trained across speakers, cannot know. Both variants take their
-estimates from the other half of the clip (scale included) and change only the speech frames (the clip's
-``voice_activity``): ``expr_model`` adds the mean of (real - resting - prediction) there, which needs the model run
-on the video's own audio; ``expr_mean`` (shipped: ``dub.own_expression``, ``Pipeline.predict_mouth(expression=)``)
-shifts the prediction so that its mean over the speech frames is the real mouth's mean offset there, which needs
-only the video's own audio's speech frames.
-r is unchanged by a scale; the measures are the lip distance (mean 2D distance of the 40 lip points / iod) and
-the amplitude ratio (std of the predicted opening / std of the real one; 1 is right).
+talking smile, lips held apart), which the model, trained across speakers, cannot know. Every variant takes its
+estimates from the other half of the clip (scale included): ``expr_model`` adds the mean of (real - resting -
+prediction) over the speech frames (the clip's ``voice_activity``), which needs the model run on the video's own
+audio; ``expr_mean`` shifts the prediction so that its mean over the speech frames is the real mouth's mean offset
+there, which needs only the speech frames of the video's own audio; ``expr_all`` applies that shift to every
+frame; ``expr_utt<k>`` measures and applies it over the utterances (pauses under k frames bridged,
+``audio.bridge_pauses``); ``uttgate<k>`` bridges the pauses for the speech gate only, ``expr_uttgate<k>`` for the
+gate and the expression (shipped with k = 25: ``dub.own_expression``, ``dub.BRIDGE_PAUSES``).
 
-    python scripts/eval_speaker_scale.py            # ~15 min on the 2-core CPU; markdown tables
+Measures: the lip distance (mean 2D distance of the 40 lip points / iod), the amplitude ratio (std of the
+predicted opening / std of the real one; 1 is right), and lag-0 r of the opening and the width within each half
+of the clip (a per-half estimate puts a step between the halves that no real dub has), mean of the two halves.
+Each table is printed twice: the motion as predicted, and gated by the speech as ``Pipeline.predict_mouth`` does
+(the one that decides; the uttgate variants differ from the others only there).
+
+    python scripts/eval_speaker_scale.py --cache runs/cv-folds    # ~15 min on the 2-core CPU the first time
 """
 import argparse
 import os
@@ -70,11 +76,7 @@ def variants(unit: np.ndarray, avg: np.ndarray, c: lt.Clip, gate: bool = False) 
     other = np.where(first[:, None], s_second[None], s_first[None])
     out = {"average": unit * avg, "own": unit * own, "other_half": unit * other,
            "halfway": unit * np.sqrt(avg * own)}
-    # the speaking expression, every estimate from the other half (a different video of the person): the mean
-    # offset of the real mouth while speaking that the prediction lacks. expr_model / expr_mean: over the speech
-    # frames (expr_all: measured there, applied to every frame, a constant: r cannot change); expr_utt<k>: over
-    # the utterances (the speech frames with pauses shorter than k frames closed: the
-    # face keeps its talking expression through a short pause)
+    # the speaking expression, every estimate from the other half (a different video of the person)
     real = (c.mouth[:t] - c.neutral[None]).reshape(t, -1)
     g_speech = _smooth_gate(speech)[:, None] if gate else speech[:, None].astype(np.float64)
     pred = unit * other * (g_speech if gate else 1.0)
