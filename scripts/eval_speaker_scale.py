@@ -78,20 +78,25 @@ def variants(unit: np.ndarray, avg: np.ndarray, c: lt.Clip, gate: bool = False) 
            "halfway": unit * np.sqrt(avg * own)}
     # the speaking expression, every estimate from the other half (a different video of the person)
     real = (c.mouth[:t] - c.neutral[None]).reshape(t, -1)
+
+    def half_shifts(pred: np.ndarray, frames: np.ndarray, residual: bool = False) -> np.ndarray:
+        """The expression shift (T, 59*3) for each half, estimated on the other half's ``frames``: the real
+        mouth's mean there minus ``pred``'s mean on this half's frames (``residual``: the mean of real - pred on
+        the other half's frames); zero for a half with too few frames."""
+        shift = np.zeros_like(unit)
+        for here, there in ((first, second), (second, first)):
+            sel, spk = c.valid[:t] & there & frames, here & frames
+            if sel.sum() >= 10 and spk.any():
+                shift[here] = (real[sel] - pred[sel]).mean(0) if residual else real[sel].mean(0) - pred[spk].mean(0)
+        return shift
+
     g_speech = _smooth_gate(speech)[:, None] if gate else speech[:, None].astype(np.float64)
     pred = unit * other * (g_speech if gate else 1.0)
     out = {k: v * (g_speech if gate else 1.0) for k, v in out.items()}
     for name, frames in (("expr_model", speech), ("expr_mean", speech), ("expr_all", speech), *(
             (f"expr_utt{k}", audio_mod.bridge_pauses(speech, k)) for k in UTT_GAPS)):
         g = _smooth_gate(frames)[:, None] if gate else frames[:, None].astype(np.float64)
-        shift = np.zeros_like(unit)
-        for here, there in ((first, second), (second, first)):
-            sel = c.valid[:t] & there & frames
-            spk = here & frames
-            if sel.sum() < 10 or not spk.any():
-                continue
-            shift[here] = ((real[sel] - pred[sel]).mean(0) if name == "expr_model"
-                           else real[sel].mean(0) - pred[spk].mean(0))
+        shift = half_shifts(pred, frames, residual=name == "expr_model")
         out[name] = pred + shift * (1.0 if name == "expr_all" else g)
     # the gate itself over utterances: the motion is not closed in pauses shorter than k frames (uttgate<k>), and
     # with the expression over the same utterances (expr_uttgate<k>); without the gate these are other_half and
@@ -103,12 +108,7 @@ def variants(unit: np.ndarray, avg: np.ndarray, c: lt.Clip, gate: bool = False) 
         frames = audio_mod.bridge_pauses(speech, k)
         g = _smooth_gate(frames)[:, None]
         moved = unit * other * g
-        shift = np.zeros_like(unit)
-        for here, there in ((first, second), (second, first)):
-            sel, spk = c.valid[:t] & there & frames, here & frames
-            if sel.sum() >= 10 and spk.any():
-                shift[here] = real[sel].mean(0) - moved[spk].mean(0)
-        out[f"uttgate{k}"], out[f"expr_uttgate{k}"] = moved, moved + shift * g
+        out[f"uttgate{k}"], out[f"expr_uttgate{k}"] = moved, moved + half_shifts(moved, frames) * g
     return {k: v.reshape(t, -1, 3) for k, v in out.items()}
 
 

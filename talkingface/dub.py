@@ -220,6 +220,12 @@ OWN_RANGE_BOUNDS = (0.5, 1.7)  # the person's median lip range / the average, ke
 #   the dubbed mouth
 
 
+def _lip_range_ratio(pipe, own: np.ndarray) -> float:
+    """A range of motion (59, 3) relative to the training speakers' mean range: the median over the lips' x, y."""
+    mean_range = pipe.mean_motion_range.astype(np.float64)
+    return float(np.median(own[: metrics.N_LIPS, :2] / mean_range[: metrics.N_LIPS, :2]))
+
+
 def own_motion_range(pipe, mouth_canon: np.ndarray, neutral: np.ndarray, ok: np.ndarray,
                      fps: float) -> np.ndarray | None:
     """This person's range of mouth motion (59, 3) cm, measured on the video's tracked mouth (the frames ``ok``)
@@ -234,8 +240,7 @@ def own_motion_range(pipe, mouth_canon: np.ndarray, neutral: np.ndarray, ok: np.
         log.info("own range of mouth motion: only %d frames of the face, using the average range", int(ok.sum()))
         return None
     own = metrics.motion_range(mouth_canon, neutral, ok)
-    mean_range = pipe.mean_motion_range.astype(np.float64)
-    ratio = float(np.median(own[: metrics.N_LIPS, :2] / mean_range[: metrics.N_LIPS, :2]))
+    ratio = _lip_range_ratio(pipe, own)
     lo, hi = OWN_RANGE_BOUNDS
     if not lo <= ratio <= hi:
         log.info("own range of mouth motion: %.2f of the average, kept at %.2f", ratio, min(max(ratio, lo), hi))
@@ -563,20 +568,17 @@ def own_expression(pipe, vpath: str, has_audio: bool, mouth_canon: np.ndarray, n
     if not speech.any():
         log.info("speaking expression: no speech in the video's audio, none used")
         return None
-    at = np.clip(np.round(np.arange(n) * audio_mod.FPS / fps).astype(int), 0, len(speech) - 1)
-    sel = ok[:n] & speech[at] & (np.arange(n) * audio_mod.FPS / fps < len(speech))
+    t = np.arange(n) * audio_mod.FPS / fps  # each video frame's time in 25 fps audio frames
+    sel = ok[:n] & (t < len(speech)) & speech[np.clip(np.round(t).astype(int), 0, len(speech) - 1)]
     if int(sel.sum()) < OWN_EXPRESSION_MIN_SECONDS * fps:
         log.info("speaking expression: only %d frames of the face speaking, none used", int(sel.sum()))
         return None
-    offsets = mouth_canon[:n][sel] - neutral[None]
-    own = metrics.motion_range(mouth_canon[:n], neutral, sel)
-    mean_range = pipe.mean_motion_range.astype(np.float64)
-    ratio = float(np.median(own[: metrics.N_LIPS, :2] / mean_range[: metrics.N_LIPS, :2]))
+    ratio = _lip_range_ratio(pipe, metrics.motion_range(mouth_canon[:n], neutral, sel))
     if ratio < OWN_RANGE_BOUNDS[0]:
         log.info("speaking expression: the mouth barely moves while the video's audio speaks (%.2f of the average "
                  "range), none used", ratio)
         return None
-    return offsets.mean(axis=0).astype(np.float32)
+    return (mouth_canon[:n][sel] - neutral[None]).mean(axis=0).astype(np.float32)
 
 
 def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), phonemes=None,

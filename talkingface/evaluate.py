@@ -609,15 +609,13 @@ def format_texture_table(summary: dict, n_clips: int, skipped: dict | None = Non
 
 
 def main(args: argparse.Namespace) -> int:
+    from .errors import InputError
+
     given = [f for f in ("average_range", "average_expression") if getattr(args, f, False)]
     if given and not getattr(args, "texture_methods", None):
-        from .errors import InputError
-
         raise InputError(f"--{given[0].replace('_', '-')} applies to the dubbing texture table (--dub "
                          f"--texture-methods)")
     if not os.path.exists(os.path.join(args.data, "index.json")):
-        from .errors import InputError
-
         raise InputError(f"no prepared dataset at '{args.data}': run scripts/prepare_data.py first")
     if getattr(args, "texture_methods", None):
         evaluate_dub_texture(args.data, args.out, [m.strip() for m in args.texture_methods.split(",") if m.strip()],
