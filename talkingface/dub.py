@@ -72,6 +72,14 @@ def source_indices(n_out: int, n_src: int, policy: str) -> np.ndarray:
     return np.where(m < n_src, m, period - m)
 
 
+def _shown_again(src_idx: np.ndarray) -> np.ndarray:
+    """(n_out,) bool: whether the source frame of each output frame is shown again by a later output frame."""
+    src_idx = np.asarray(src_idx)
+    last = np.full(int(src_idx.max()) + 1 if len(src_idx) else 0, -1)
+    last[src_idx] = np.arange(len(src_idx))  # the last write wins: each source frame's last position
+    return np.arange(len(src_idx)) < last[src_idx]
+
+
 def output_length(n_src: int, audio_seconds: float, fps: float, policy: str) -> int:
     n_audio = max(1, int(round(audio_seconds * fps)))
     if policy == "trim":
@@ -127,9 +135,11 @@ class FrameSource:
             self._gen.close()
             self._gen = None
 
-    def get(self, index: int) -> np.ndarray:
-        if index in self._cache:
-            return self._cache[index]
+    def get(self, index: int, take: bool = False) -> np.ndarray:
+        """The frame at ``index``. ``take``: the caller takes it (may paint on it) and will not ask for this index
+        again: the source forgets it (a cached frame is otherwise shared and must not be changed)."""
+        if self._cache.get(index) is not None:
+            return self._serve(index, take)
         if self._gen is not None and self._next <= index < self._next + 2 * self.fps + 1:
             fr = None
             while self._next <= index:
@@ -139,7 +149,7 @@ class FrameSource:
                 self._next += 1
             if fr is not None:
                 self._cache = {index: fr}
-                return fr
+                return self._serve(index, take)
         backward = index + 1 in self._cache or (self._cache and index < min(self._cache))
         if backward:  # decode the chunk ending at ``index`` and serve from it
             self._close()
@@ -148,11 +158,12 @@ class FrameSource:
             gen.close()
             self._cache = {first + j: f for j, f in enumerate(got) if a <= first + j <= index}
             if index in self._cache:
-                return self._cache[index]
-            nearest = min(self._cache, key=lambda j: abs(j - index)) if self._cache else None
+                return self._serve(index, take)
+            kept = [j for j, f in self._cache.items() if f is not None]
+            nearest = min(kept, key=lambda j: abs(j - index)) if kept else None
             if nearest is None:
                 raise InputError(f"video file '{self.path}' could not be decoded again at frame {index}")
-            return self._cache[nearest]
+            return self._cache[nearest].copy() if take else self._cache[nearest]
         # (re)start forward decoding at ``index``
         self._close()
         gen, got, first = self._open_at(index)
@@ -163,13 +174,24 @@ class FrameSource:
             self._cache = {index: frames[index]}
             # frames already read beyond ``index`` must not be lost: keep them for the next calls
             self._cache.update({j: f for j, f in frames.items() if j > index})
-            return frames[index]
+            return self._serve(index, take)
         while self._next <= index:
             fr = next(self._gen, None)
             if fr is None:
                 raise InputError(f"video file '{self.path}' ended before frame {index} on a second read")
             self._next += 1
         self._cache = {index: fr}
+        return self._serve(index, take)
+
+    def owned(self, index: int, again: bool) -> np.ndarray:
+        """The frame at ``index`` for the caller to paint on: a copy when it is asked for ``again`` later (the
+        cache keeps the pristine one), else the cached frame itself, taken."""
+        return self.get(index).copy() if again else self.get(index, take=True)
+
+    def _serve(self, index: int, take: bool) -> np.ndarray:
+        fr = self._cache[index]
+        if take:
+            self._cache[index] = None  # given away: the key stays (it tells a backward run from a forward one)
         return fr
 
     def close(self) -> None:
@@ -340,7 +362,7 @@ def _painter_paint(pipe, track: tracking.VideoTrack, mouth_canon: np.ndarray, re
         painter.refine_batch(jobs)
         t2 = time.perf_counter()
         for (j, _, _, w), job in zip(work, jobs, strict=True):
-            frames[j] = painter.finish(frames[j], job, weight=w)
+            frames[j] = painter.finish(frames[j], job, weight=w, inplace=True)
         timings["texture"] += t2 - t1
         timings["composite"] += (t1 - t0) + time.perf_counter() - t2
 
@@ -652,8 +674,11 @@ def dub(pipe, video, audio, *, output=None, options: DubOptions = DubOptions(), 
         writer.open()
     counts = {"dubbed": 0, "no_face": 0, "turned": 0}
 
+    # the frames are painted in place: one the timeline shows again later is copied, the others taken over
+    again = _shown_again(plan.src_idx)
+
     def read(a: int, b: int) -> list[np.ndarray]:
-        return [source.get(int(s)) for s in plan.src_idx[a:b]]
+        return [source.owned(int(s), bool(again[k])) for k, s in zip(range(a, b), plan.src_idx[a:b], strict=True)]
 
     bs = options.batch_size
     try:

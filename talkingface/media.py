@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 MAX_IMAGE_PIXELS = 40_000_000
+# x264 on top of its "veryfast" preset: the fastest sub-pixel refinement, diamond motion search, no inter
+# sub-partitions. About a quarter less encoder CPU than "veryfast" alone (the largest share of a 720p dub's CPU) for
+# 5-10 % larger files and 0.1-0.25 dB lower PSNR at CRF 18 (measured on real footage: docs/DUBBING.md "Speed").
+X264_PARAMS = "subme=1:me=dia:partitions=i8x8,i4x4"
 #: Pillow format names accepted by :func:`load_image` (MPO = multi-picture JPEG from phones).
 SUPPORTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 
@@ -622,6 +626,7 @@ class VideoWriter:
     ``label`` (a ``provenance.Label``): every frame gets the invisible watermark and, unless the label turns
     credentials off, the finished file is signed with a C2PA manifest before it appears at ``path``. Every
     video the pipeline outputs is written with a label; only internal/test videos are written without.
+    ``preset`` and ``x264_params`` set the encoder's speed (``X264_PARAMS``; None: the preset's own settings).
     """
 
     def __init__(
@@ -635,6 +640,7 @@ class VideoWriter:
         audio_sr: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "veryfast",
+        x264_params: str | None = X264_PARAMS,
         duration: float | None = None,
         pad_odd: bool = False,
         label: "Label | None" = None,
@@ -666,6 +672,7 @@ class VideoWriter:
         self.audio_sr = int(audio_sr)
         self.crf = int(crf)
         self.preset = preset
+        self.x264_params = x264_params
         self.duration = duration
         self.label = label
         if label is not None:
@@ -734,6 +741,7 @@ class VideoWriter:
                 args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
             args += [
                 "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+                *(["-x264-params", self.x264_params] if self.x264_params else []),
                 "-pix_fmt", "yuv420p", "-movflags", "+faststart",
             ]
             if self.duration is not None:

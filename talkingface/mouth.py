@@ -260,18 +260,26 @@ def closed_seam(out: np.ndarray, points: np.ndarray, px_per_cm: float, offset, c
     inner lip contour; it fades out as the mouth opens (then the opening itself is dark). Without it, lips
     closed from an open photo met in a pale seam that reads as a slightly open mouth. ``out``: float32 box;
     ``strength``: the line's opacity when the lips touch (``MouthOptions.seam_alpha``); ``sigma_px``: its
-    feather (``MouthOptions.feather_cm`` in pixels)."""
+    feather (``MouthOptions.feather_cm`` in pixels). Painted in place (only around the line: beyond the line's
+    thickness and the feather's kernel nothing changes) and returned."""
     up, lo = lip_midpoints(points)
     width = max(1.0, SEAM_CM * px_per_cm)
     alpha = strength * float(np.clip(1.0 - np.linalg.norm(up - lo) / (3.0 * width), 0.0, 1.0))
     if alpha <= 0:
         return out
     line = np.asarray(points, np.float64)[[78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308], :2] - offset
-    mask = np.zeros(out.shape[:2], np.uint8)
-    cv2.polylines(mask, [np.round(line * 16).astype(np.int32)], False, 255, max(1, int(round(width))),
-                  cv2.LINE_AA, 4)
+    thickness = max(1, int(round(width)))
+    m = thickness // 2 + 3 + (int(np.ceil(3 * sigma_px)) if sigma_px > 0 else 0)  # line, anti-aliasing, kernel
+    h, w = out.shape[:2]
+    x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - m, 0)
+    x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + m + 1, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return out
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.polylines(mask, [np.round((line - (x0, y0)) * 16).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, 4)
     a = (feather(mask.astype(np.float32) / 255.0, sigma_px) * alpha)[..., None]
-    return out * (1 - a) + cavity[None, None, :] * a
+    out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - a) + cavity[None, None, :] * a
+    return out
 
 
 def hole_and_band(points: np.ndarray, shape: tuple[int, int], band_px: float, offset=(0.0, 0.0)
@@ -610,12 +618,13 @@ class MouthPainter:
             j["image"] += up * (j["band"] > 0)[..., None]  # outside the band: the warped pixels, exactly
 
     @staticmethod
-    def finish(frame: np.ndarray, job: dict | None, weight: float = 1.0) -> np.ndarray:
-        """The frame with the painted box (``weight`` < 1 fades towards the input: dubbing's pass-through)."""
+    def finish(frame: np.ndarray, job: dict | None, weight: float = 1.0, inplace: bool = False) -> np.ndarray:
+        """The frame with the painted box (``weight`` < 1 fades towards the input: dubbing's pass-through);
+        ``inplace``: painted on ``frame`` itself (a full-frame copy saved) instead of a copy."""
         if job is None:
             return frame
         x0, y0, x1, y1 = job["box"]
-        out = frame.copy()
+        out = frame if inplace else frame.copy()
         img = job["image"]
         if weight < 1.0:
             img = frame[y0:y1, x0:x1].astype(np.float32) * (1 - weight) + img * weight

@@ -11,14 +11,16 @@ frames), so it removes landmark jitter without the lag of a causal filter.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from . import face, metrics, mouth
 from .errors import NoFaceError
@@ -32,6 +34,50 @@ def thumbnail(frame: np.ndarray) -> np.ndarray:
     """(THUMB, THUMB) uint8 grey fingerprint of a frame."""
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+
+
+_END = object()
+
+
+def read_ahead(frames: Iterable[np.ndarray], depth: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(frame, thumbnail) for each of ``frames``, read and fingerprinted up to ``depth`` frames ahead by a
+    background thread: the wait for the decoder and the thumbnail (both release the GIL) overlap the face mesh.
+    An error of ``frames`` is raised here, in order. Closing this generator stops and joins the thread, so the
+    caller may close ``frames`` afterwards (a generator cannot be closed while another thread runs it)."""
+    q: queue.Queue = queue.Queue(max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for fr in frames:
+                if not put((fr, thumbnail(fr))):
+                    return
+            put(_END)
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
+            put(e)
+
+    thread = threading.Thread(target=work, name="talkingface-track-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
@@ -150,8 +196,9 @@ def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker
 
     ``video_tracker`` is a FaceTracker(static=False); where it finds nothing, ``photo_tracker`` (the
     full-range detector, slower) is tried every 5th frame, so small faces and faces that re-enter are found.
-    Raises NoFaceError when the chosen face is found in no frame at all. ``timings`` receives the seconds spent
-    decoding ("decode_track") and tracking ("tracking").
+    Raises NoFaceError when the chosen face is found in no frame at all. ``frames`` are read ahead by a
+    background thread (``read_ahead``). ``timings`` receives the seconds spent waiting for frames
+    ("decode_track") and tracking ("tracking").
     """
     rng = np.random.default_rng(seed)
     rigid: list = []
@@ -165,70 +212,71 @@ def track_video(frames: Iterable[np.ndarray], *, video_tracker: face.FaceTracker
     width = height = 0
     iod = None
     t_decode = t_track = 0.0
-    frames = iter(frames)
     i = -1
-    while True:
-        t0 = time.perf_counter()
-        frame = next(frames, None)
-        t1 = time.perf_counter()
-        t_decode += t1 - t0
-        if frame is None:
-            break
-        i += 1
-        height, width = frame.shape[:2]
-        thumbs.append(thumbnail(frame))
-        faces = video_tracker.detect(frame)
-        if not faces and photo_tracker is not None and lost % 5 == 0:
-            faces = photo_tracker.detect(frame, tiles=False)  # fast: every 5th lost frame
-        n_faces_max = max(n_faces_max, len(faces))
-        chosen = choose_face(faces, index=face_index, point=face_point, previous=previous)
-        if chosen is None:
-            lost += 1
-            valid.append(False)
-            rigid.append(np.zeros(13))
-            mouths.append(np.zeros((len(face.MOUTH), 2), np.float32))
-            noses.append(np.zeros((len(face.NOSE_LINE), 2), np.float32))
-            canon.append(np.zeros((len(face.MOUTH), 3), np.float32))
-            allpts.append(np.zeros((478, 2), np.float32))
-            yaws.append(np.nan)
-            pitches.append(np.nan)
-        else:
-            lost = 0
-            lm = chosen.landmarks
-            previous = chosen.box
-            first_box = first_box or chosen.box
-            ff = face.FaceFrame.fit(lm)
-            yaw, pitch = face.facing_angles(lm, frame.shape[:2])  # an off-centre face is not turned
-            valid.append(True)
-            rigid.append(np.concatenate([[ff.scale], ff.rot.ravel(), ff.t]))
-            mouths.append(lm[face.MOUTH, :2].astype(np.float32))
-            noses.append(lm[face.NOSE_LINE, :2].astype(np.float32))
-            allpts.append(lm[:, :2].astype(np.float32))
-            mc = ff.to_canonical(lm[face.MOUTH]).astype(np.float32)
-            canon.append(mc)
-            yaws.append(yaw)
-            pitches.append(pitch)
-            if iod is None:
-                iod = metrics.canonical_iod()
-            # reservoir sample of aligned crops (near-frontal frames only): the appearance bank
-            if abs(yaw) < 25 and abs(pitch) < 25:
-                seen_valid += 1
-                slot = len(bank) if len(bank) < bank_size else int(rng.integers(seen_valid))
-                if slot < bank_size:
-                    affine = ff.crop_affine(crop_size)
-                    a_int = mouth.crop_affine(ff, mouth.INTERIOR_SIZE)
-                    entry = BankEntry(i, face.warp_crop(frame, affine, crop_size),
-                                      face.apply_affine(lm[face.MOUTH], affine).astype(np.float32),
-                                      float(metrics.opening(mc[None], iod)[0]),
-                                      face.warp_crop(frame, a_int, mouth.INTERIOR_SIZE),
-                                      face.apply_affine(lm, a_int).astype(np.float32))
-                    if slot == len(bank):
-                        bank.append(entry)
-                    else:
-                        bank[slot] = entry
-        t_track += time.perf_counter() - t1
-        if progress is not None:
-            progress(i + 1)
+    with contextlib.closing(read_ahead(frames)) as items:
+        while True:
+            t0 = time.perf_counter()
+            item = next(items, None)
+            t1 = time.perf_counter()
+            t_decode += t1 - t0
+            if item is None:
+                break
+            frame, thumb = item
+            i += 1
+            height, width = frame.shape[:2]
+            thumbs.append(thumb)
+            faces = video_tracker.detect(frame)
+            if not faces and photo_tracker is not None and lost % 5 == 0:
+                faces = photo_tracker.detect(frame, tiles=False)  # fast: every 5th lost frame
+            n_faces_max = max(n_faces_max, len(faces))
+            chosen = choose_face(faces, index=face_index, point=face_point, previous=previous)
+            if chosen is None:
+                lost += 1
+                valid.append(False)
+                rigid.append(np.zeros(13))
+                mouths.append(np.zeros((len(face.MOUTH), 2), np.float32))
+                noses.append(np.zeros((len(face.NOSE_LINE), 2), np.float32))
+                canon.append(np.zeros((len(face.MOUTH), 3), np.float32))
+                allpts.append(np.zeros((478, 2), np.float32))
+                yaws.append(np.nan)
+                pitches.append(np.nan)
+            else:
+                lost = 0
+                lm = chosen.landmarks
+                previous = chosen.box
+                first_box = first_box or chosen.box
+                ff = face.FaceFrame.fit(lm)
+                yaw, pitch = face.facing_angles(lm, frame.shape[:2])  # an off-centre face is not turned
+                valid.append(True)
+                rigid.append(np.concatenate([[ff.scale], ff.rot.ravel(), ff.t]))
+                mouths.append(lm[face.MOUTH, :2].astype(np.float32))
+                noses.append(lm[face.NOSE_LINE, :2].astype(np.float32))
+                allpts.append(lm[:, :2].astype(np.float32))
+                mc = ff.to_canonical(lm[face.MOUTH]).astype(np.float32)
+                canon.append(mc)
+                yaws.append(yaw)
+                pitches.append(pitch)
+                if iod is None:
+                    iod = metrics.canonical_iod()
+                # reservoir sample of aligned crops (near-frontal frames only): the appearance bank
+                if abs(yaw) < 25 and abs(pitch) < 25:
+                    seen_valid += 1
+                    slot = len(bank) if len(bank) < bank_size else int(rng.integers(seen_valid))
+                    if slot < bank_size:
+                        affine = ff.crop_affine(crop_size)
+                        a_int = mouth.crop_affine(ff, mouth.INTERIOR_SIZE)
+                        entry = BankEntry(i, face.warp_crop(frame, affine, crop_size),
+                                          face.apply_affine(lm[face.MOUTH], affine).astype(np.float32),
+                                          float(metrics.opening(mc[None], iod)[0]),
+                                          face.warp_crop(frame, a_int, mouth.INTERIOR_SIZE),
+                                          face.apply_affine(lm, a_int).astype(np.float32))
+                        if slot == len(bank):
+                            bank.append(entry)
+                        else:
+                            bank[slot] = entry
+            t_track += time.perf_counter() - t1
+            if progress is not None:
+                progress(i + 1)
     if timings is not None:
         timings["decode_track"] = timings.get("decode_track", 0.0) + t_decode
         timings["tracking"] = timings.get("tracking", 0.0) + t_track

@@ -386,3 +386,63 @@ def test_own_range_of_motion_scales_the_prediction(pipeline, grid_wav):
     still = rng.standard_normal((200, 59, 3)) * 0.05 * mean_range
     kept = own_motion_range(pipeline, still, neutral, ok, 25.0)
     assert np.median(kept[:40, :2] / mean_range[:40, :2]) == pytest.approx(OWN_RANGE_BOUNDS[0], rel=1e-3)
+
+
+def test_read_ahead_keeps_order_errors_and_stops_its_thread():
+    """Pass 1 reads frames in a background thread: the same frames and thumbnails in order, the source's error
+    raised after the frames before it, and closing early stops the thread before the source is closed."""
+    import threading
+
+    from talkingface import tracking
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(9)]
+    got = list(tracking.read_ahead(iter(frames), depth=2))
+    assert len(got) == 9
+    for f, (g, th) in zip(frames, got, strict=True):
+        assert g is f and np.array_equal(th, tracking.thumbnail(f))
+
+    def failing():
+        yield from frames[:3]
+        raise InputError("video file 'x.mp4' could not be decoded")
+
+    seen = []
+    with pytest.raises(InputError, match="could not be decoded"):
+        for f, _ in tracking.read_ahead(failing()):
+            seen.append(f)
+    assert len(seen) == 3
+
+    def endless():
+        while True:
+            yield frames[0]
+
+    source = endless()
+    reader = tracking.read_ahead(source, depth=2)
+    next(reader)
+    reader.close()
+    assert not any(t.name == "talkingface-track-read" for t in threading.enumerate())
+    source.close()  # no "generator already executing": the thread no longer runs it
+
+
+@pytest.mark.parametrize("policy", ["pingpong", "freeze", "loop"])
+def test_frames_painted_in_place_never_reach_a_later_output_frame(grid_video_path, policy):
+    """Pass 2 paints on the decoded frames themselves: a source frame the timeline shows again is handed out as a
+    copy, the others are taken from the source's cache, so every output frame starts from the pristine frame
+    even when the one before it was painted over."""
+    from talkingface import tracking
+    from talkingface.dub import FrameSource, _shown_again
+
+    real = list(media.iter_video_frames(grid_video_path))
+    n_src = len(real)
+    thumbs = np.stack([tracking.thumbnail(f) for f in real])
+    src_idx = source_indices(2 * n_src + 7, n_src, policy)
+    again = _shown_again(src_idx)
+    assert again.sum() == len(src_idx) - len(np.unique(src_idx))  # all but each frame's last showing
+    source = FrameSource(grid_video_path, 25.0, None, thumbs)
+    try:
+        for k, s in enumerate(src_idx):
+            fr = source.owned(int(s), bool(again[k]))
+            assert np.array_equal(fr, real[s]), (k, s)
+            fr[:] = 0  # "painted"
+    finally:
+        source.close()
