@@ -24,8 +24,9 @@ from talkingface import media  # noqa: E402
 
 VIDEOS = "../shared/data/videos/ajay-sainy__Wav2Lip-GFPGAN__kim_7s_raw.mp4@1280:720," \
          "../shared/data/videos/ajay-sainy__Wav2Lip-GFPGAN__kim_7s_raw.mp4," \
-         "../shared/data/videos/kleinlee__MiniMates__driving.mp4"
-SETTINGS = f"veryfast;veryfast+{media.X264_PARAMS};superfast"
+         "../shared/data/videos/kleinlee__MiniMates__driving.mp4," \
+         "../shared/data/videos/FuxiVirtualHuman__styletalk__feifeili_clip3.mp4"
+SETTINGS = f"veryfast;veryfast+{media.X264_PARAMS};veryfast+subme=1:{media.X264_PARAMS};superfast"
 
 
 def children_cpu() -> float:

@@ -50,10 +50,11 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 MAX_IMAGE_PIXELS = 40_000_000
-# x264 on top of its "veryfast" preset: the fastest sub-pixel refinement, diamond motion search, no inter
-# sub-partitions. About a quarter less encoder CPU than "veryfast" alone (the largest share of a 720p dub's CPU) for
-# 5-10 % larger files and 0.1-0.25 dB lower PSNR at CRF 18 (measured on real footage: docs/DUBBING.md "Speed").
-X264_PARAMS = "subme=1:me=dia:partitions=i8x8,i4x4"
+# x264 on top of its "veryfast" preset: diamond motion search, no inter sub-partitions. 10-20 % less encoder CPU
+# than "veryfast" alone (the largest share of a 720p dub's CPU) for files up to 3.5 % larger and 0.05-0.17 dB lower
+# PSNR at CRF 18 (scripts/measure_encoder.py; docs/DUBBING.md "Where a dub's CPU goes": also why x264's sub-pixel
+# refinement is kept).
+X264_PARAMS = "me=dia:partitions=i8x8,i4x4"
 #: Pillow format names accepted by :func:`load_image` (MPO = multi-picture JPEG from phones).
 SUPPORTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 

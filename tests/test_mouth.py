@@ -67,7 +67,6 @@ def test_identity_warp_returns_the_input():
 def test_degenerate_triangle_fetches_only_nearby_pixels():
     """A target triangle of (nearly) zero area must not fetch pixels from far away (stray dots, seen at the
     nose wings before the fix)."""
-    img = _texture()
     src = np.array([[100.0, 100.0], [110.0, 100.0], [105.0, 108.0]])
     dst = np.array([[100.0, 100.0], [110.0, 100.3], [105.0, 100.15]])  # collapsed to a line
     map_x, map_y, tri = warp.piecewise_affine_maps(src, dst, np.array([[0, 1, 2]]), (95, 95, 116, 114))
@@ -452,6 +451,34 @@ def test_seam_alpha_sets_the_closed_lip_line():
     for a in (0.3, 0.6):
         diff = np.abs(jobs[a]["image"] - jobs[0.0]["image"]).max(2)
         assert diff[dist > 2 + mouth.SEAM_CM / ff.scale].max() == 0.0  # the line's width, anti-aliased
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.8, 2.5])
+def test_closed_seam_over_its_own_box_equals_the_whole_box(sigma):
+    """The seam is drawn over the line's own box (speed): bit for bit what drawing it over the whole mouth box
+    gives, for a hard and for feathered lines, and for a line partly outside the box."""
+    import cv2
+
+    ff = _frame()
+    lm = _landmarks(ff).copy()
+    lm[[87, 14, 317]] = lm[[82, 13, 312]] + (0.0, 0.5, 0.0)  # lips (nearly) closed: the seam shows
+    cavity = mouth.DEFAULT_CAVITY
+    rng = np.random.default_rng(1)
+    for offset in [(100.0, 120.0), (150.0, 150.0)]:  # the second cuts the line at the box's left and top edges
+        box = rng.uniform(0, 255, (90, 130, 3)).astype(np.float32)
+        width = max(1.0, mouth.SEAM_CM * 14.0)
+        line = np.asarray(lm, np.float64)[[78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308], :2] - offset
+        mask = np.zeros(box.shape[:2], np.uint8)
+        cv2.polylines(mask, [np.round(line * 16).astype(np.int32)], False, 255, max(1, int(round(width))),
+                      cv2.LINE_AA, 4)
+        up, lo = mouth.lip_midpoints(lm)
+        alpha = 0.4 * float(np.clip(1.0 - np.linalg.norm(up - lo) / (3.0 * width), 0.0, 1.0))
+        assert alpha > 0
+        a = (mouth.feather(mask.astype(np.float32) / 255.0, sigma) * alpha)[..., None]
+        whole = box * (1 - a) + cavity[None, None, :] * a
+        got = mouth.closed_seam(box.copy(), lm, 14.0, np.array(offset), cavity, 0.4, sigma)
+        assert np.array_equal(got, whole)
+        assert not np.array_equal(got, box)
 
 
 def test_smooth_track_is_zero_phase():
