@@ -50,11 +50,13 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 MAX_IMAGE_PIXELS = 40_000_000
-# x264 on top of its "veryfast" preset: diamond motion search, no inter sub-partitions. 10-20 % less encoder CPU
-# than "veryfast" alone (the largest share of a 720p dub's CPU) for files up to 3.5 % larger and 0.05-0.17 dB lower
-# PSNR at CRF 18 (scripts/measure_encoder.py; docs/DUBBING.md "Where a dub's CPU goes": also why x264's sub-pixel
-# refinement is kept).
+# x264 on top of its "veryfast" preset for frames of X264_PARAMS_MIN_PIXELS and more: diamond motion search, no inter
+# sub-partitions. 13-20 % less encoder CPU at 720p and over (the largest share of a 720p dub's CPU) for files up to
+# 3 % larger and 0.05-0.14 dB lower PSNR at CRF 18 (scripts/measure_encoder.py; docs/DUBBING.md "Where a dub's CPU
+# goes": also why x264's sub-pixel refinement is kept). Smaller frames keep "veryfast" alone: their encoding costs
+# 3 ms a frame or less, and a 256 px output's watermark lost margin under blur with the cheaper settings.
 X264_PARAMS = "me=dia:partitions=i8x8,i4x4"
+X264_PARAMS_MIN_PIXELS = 640 * 360
 #: Pillow format names accepted by :func:`load_image` (MPO = multi-picture JPEG from phones).
 SUPPORTED_IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 
@@ -627,7 +629,8 @@ class VideoWriter:
     ``label`` (a ``provenance.Label``): every frame gets the invisible watermark and, unless the label turns
     credentials off, the finished file is signed with a C2PA manifest before it appears at ``path``. Every
     video the pipeline outputs is written with a label; only internal/test videos are written without.
-    ``preset`` and ``x264_params`` set the encoder's speed (``X264_PARAMS``; None: the preset's own settings).
+    ``preset`` and ``x264_params`` set the encoder's speed ("auto": ``X264_PARAMS`` for frames of
+    ``X264_PARAMS_MIN_PIXELS`` and more; None: the preset's own settings).
     """
 
     def __init__(
@@ -641,7 +644,7 @@ class VideoWriter:
         audio_sr: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "veryfast",
-        x264_params: str | None = X264_PARAMS,
+        x264_params: str | None = "auto",
         duration: float | None = None,
         pad_odd: bool = False,
         label: "Label | None" = None,
@@ -673,6 +676,8 @@ class VideoWriter:
         self.audio_sr = int(audio_sr)
         self.crf = int(crf)
         self.preset = preset
+        if x264_params == "auto":
+            x264_params = X264_PARAMS if self.width * self.height >= X264_PARAMS_MIN_PIXELS else None
         self.x264_params = x264_params
         self.duration = duration
         self.label = label

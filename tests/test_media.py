@@ -388,3 +388,19 @@ def test_variable_rate_video_keeps_its_nominal_rate():
     assert info.fps == 22.13 and info.nominal_fps == 30 and info.video_rate == 30
     cfr = media._parse_probe(text.replace("22.13 fps", "29.97 fps").replace("30 tbr", "29.97 tbr"))
     assert cfr.video_rate == 29.97
+
+
+def test_writer_uses_the_cheaper_encoder_settings_from_640x360(tmp_path: Path) -> None:
+    """The x264 settings that save encoder CPU are used for frames of 640 x 360 and more (where encoding is a large
+    share of the CPU); smaller outputs keep the preset's own; an explicit choice is kept. Both encode a video."""
+    assert VideoWriter(tmp_path / "a.mp4", 25, 256, 256).x264_params is None
+    assert VideoWriter(tmp_path / "a.mp4", 25, 640, 360).x264_params == media.X264_PARAMS
+    assert VideoWriter(tmp_path / "a.mp4", 25, 256, 256, x264_params="me=hex").x264_params == "me=hex"
+    assert VideoWriter(tmp_path / "a.mp4", 25, 1280, 720, x264_params=None).x264_params is None
+    rng = np.random.default_rng(0)
+    for w, h in [(256, 256), (640, 360)]:
+        out = tmp_path / f"{w}.mp4"
+        with VideoWriter(out, 25, w, h) as vw:
+            for _ in range(3):
+                vw.write(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        assert media.probe_video(out).display_size == (w, h)
