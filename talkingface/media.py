@@ -52,7 +52,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 MAX_IMAGE_PIXELS = 40_000_000
 # x264 on top of its "veryfast" preset for frames of X264_PARAMS_MIN_PIXELS and more: diamond motion search, no inter
 # sub-partitions. 13-20 % less encoder CPU at 720p and over (the largest share of a 720p dub's CPU) for files up to
-# 3 % larger and 0.05-0.14 dB lower PSNR at CRF 18 (scripts/measure_encoder.py; docs/DUBBING.md "Where a dub's CPU
+# 3.2 % larger and 0.05-0.14 dB lower PSNR at CRF 18 (scripts/measure_encoder.py; docs/DUBBING.md "Where a dub's CPU
 # goes": also why x264's sub-pixel refinement is kept). Smaller frames keep "veryfast" alone: their encoding costs
 # 3 ms a frame or less, and a 256 px output's watermark lost margin under blur with the cheaper settings.
 X264_PARAMS = "me=dia:partitions=i8x8,i4x4"
