@@ -394,28 +394,17 @@ def speech_chunks(text: str, *, voice=None, rate: float = 1.0, chunk_ms: float =
 
     sentences = tts.synthesize(text, voice=voice, rate=rate)  # checks the text, the voice and the rate now
     step = max(1, int(round(chunk_ms * audio_mod.SAMPLE_RATE / 1000)))
-    q: queue.Queue = queue.Queue(maxsize=2)  # one sentence ahead
 
-    def synth():
-        try:
-            for wav, sr, _phones in sentences:
-                if sr != audio_mod.SAMPLE_RATE:
-                    g = gcd(sr, audio_mod.SAMPLE_RATE)
-                    wav = resample_poly(wav, audio_mod.SAMPLE_RATE // g, sr // g).astype(np.float32)
-                q.put(wav)
-            q.put(None)
-        except BaseException as e:  # noqa: BLE001 - raised in the consumer
-            q.put(e)
+    def to_16k(sentence) -> np.ndarray:
+        wav, sr, _phones = sentence
+        if sr != audio_mod.SAMPLE_RATE:
+            g = gcd(sr, audio_mod.SAMPLE_RATE)
+            wav = resample_poly(wav, audio_mod.SAMPLE_RATE // g, sr // g).astype(np.float32)
+        return wav
 
     def gen():
-        threading.Thread(target=synth, name="talkingface-live-tts", daemon=True).start()
         t_start, sent = None, 0
-        while True:
-            wav = q.get()
-            if wav is None:
-                return
-            if isinstance(wav, BaseException):
-                raise wav
+        for wav in media.ahead(sentences, to_16k, 2, "talkingface-live-tts"):  # the next sentence synthesized
             for i in range(0, len(wav), step):
                 x = wav[i:i + step]
                 if realtime:

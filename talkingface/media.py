@@ -15,12 +15,14 @@ import re
 import secrets
 import subprocess
 import tempfile
+import threading
+import queue
 import warnings
 import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Iterator, Sequence, Union
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -558,6 +560,50 @@ def _video_stream(
                 _kill(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+_END = object()
+
+
+def ahead(items: Iterable, fn: Callable, depth: int = 2, name: str = "talkingface-ahead") -> Iterator:
+    """``fn(item)`` for each of ``items``, taken and computed up to ``depth`` items ahead by a background thread
+    (a decoder's pipe, a speech synthesizer and OpenCV release the GIL, so they overlap the caller's work). An
+    error of ``items`` or ``fn`` is raised here, in order. Closing this generator stops and joins the thread, so
+    the caller may close ``items`` afterwards (a generator cannot be closed while another thread runs it)."""
+    q: queue.Queue = queue.Queue(max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in items:
+                if not put(fn(x)):
+                    return
+            put(_END)
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
+            put(e)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def iter_video_frames(

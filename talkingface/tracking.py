@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from . import face, metrics, mouth
+from . import face, media, metrics, mouth
 from .errors import NoFaceError
 
 log = logging.getLogger(__name__)
@@ -36,48 +34,10 @@ def thumbnail(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
-_END = object()
-
-
 def read_ahead(frames: Iterable[np.ndarray], depth: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(frame, thumbnail) for each of ``frames``, read and fingerprinted up to ``depth`` frames ahead by a
-    background thread: the wait for the decoder and the thumbnail (both release the GIL) overlap the face mesh.
-    An error of ``frames`` is raised here, in order. Closing this generator stops and joins the thread, so the
-    caller may close ``frames`` afterwards (a generator cannot be closed while another thread runs it)."""
-    q: queue.Queue = queue.Queue(max(1, depth))
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for fr in frames:
-                if not put((fr, thumbnail(fr))):
-                    return
-            put(_END)
-        except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
-            put(e)
-
-    thread = threading.Thread(target=work, name="talkingface-track-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    background thread (``media.ahead``): the wait for the decoder and the thumbnail overlap the face mesh."""
+    return media.ahead(frames, lambda fr: (fr, thumbnail(fr)), depth, "talkingface-track-read")
 
 
 @dataclass

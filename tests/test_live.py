@@ -273,3 +273,38 @@ def test_live_gate_opens_two_frames_before_the_speech_like_the_offline_gate(grid
     live = gates[0]
     assert live[first - 2] == 1.0 and offline[first - 2] == 1.0
     assert live[: first - 2].max() == 0.0  # shut in the silence before (the offline ramp needs more future)
+
+
+def test_speech_chunks_are_the_sentences_at_16k_and_stop_their_thread(monkeypatch):
+    """Typed text as live audio: the chunks put together are the voice's sentences resampled to 16 kHz, in order,
+    each chunk chunk_ms long but the last of a sentence; an error of the voice comes out of the iterator; leaving
+    early stops the synthesis thread. (The bundled voice varies its timing from call to call: a fixed voice.)"""
+    import threading
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    from talkingface import tts
+    from talkingface.audio import SAMPLE_RATE
+    from talkingface.live import speech_chunks
+
+    rng = np.random.default_rng(0)
+    sentences = [(rng.standard_normal(n).astype(np.float32), 22050, []) for n in (11025, 7000, 30000)]
+
+    def voice(text, **kw):
+        yield from sentences
+        if "fail" in text:
+            raise RuntimeError("the voice broke")
+
+    monkeypatch.setattr(tts, "synthesize", voice)
+    g = gcd(22050, SAMPLE_RATE)
+    want = [resample_poly(w, SAMPLE_RATE // g, 22050 // g).astype(np.float32) for w, _, _ in sentences]
+    chunks = list(speech_chunks("three sentences", chunk_ms=40))
+    assert [len(c) for c in chunks] == [min(640, len(w) - i) for w in want for i in range(0, len(w), 640)]
+    np.testing.assert_array_equal(np.concatenate(chunks), np.concatenate(want))
+    with pytest.raises(RuntimeError, match="the voice broke"):
+        list(speech_chunks("fail"))
+    gen = speech_chunks("three sentences")
+    next(gen)
+    gen.close()
+    assert not any(t.name == "talkingface-live-tts" for t in threading.enumerate())
