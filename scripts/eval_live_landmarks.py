@@ -10,7 +10,7 @@ validation clips' audio and on the held-out audio-only recordings (``landmark_tr
 development set on which distillation variants may be compared).
 
     python scripts/eval_live_landmarks.py                                      # -> markdown tables
-    python scripts/eval_live_landmarks.py --models landmarks-v2,landmarks-live-v6,runs/x/landmarks-....safetensors
+    python scripts/eval_live_landmarks.py --models landmarks-v2,landmarks-live-v7,runs/x/landmarks-....safetensors
 """
 import argparse
 import os
@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from talkingface import checkpoints, metrics
+from talkingface.audio import StreamWindow
 from talkingface.landmarks import LandmarkConfig, build
 from talkingface.mouth import smooth_track
 from talkingface.training import landmark_training as lt
+from talkingface.training.prepare import prepare_audio_folder
 
 
 def load(name: str, folder: str):
@@ -38,7 +40,7 @@ def predict(model, feats: np.ndarray, delay: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--models", default="landmarks-v2,landmarks-live-v6",
+    ap.add_argument("--models", default="landmarks-v2,landmarks-live-v7",
                     help="checkpoint names or .safetensors paths; the first is the offline reference")
     ap.add_argument("--checkpoints", default=str(checkpoints.DEFAULT_DIR))
     ap.add_argument("--audio", default="../shared/data/audio", help="audio-only recordings (for the dev set)")
@@ -70,6 +72,10 @@ def main() -> None:
     sets["validation clips"] = {k: {c.name: c.feats for c in v} for k, v in val.items()}
     audio_dir = os.path.join(args.data, "audio")
     if os.path.isdir(audio_dir):
+        for k in val:  # a live model whose window the recordings were not prepared for: its features, once
+            window = StreamWindow.from_key(k)
+            if window is not None and os.path.isdir(args.audio):
+                prepare_audio_folder(args.audio, audio_dir, window)
         dev = [f[:-4] for f in sorted(os.listdir(audio_dir)) if f.endswith(".npz") and lt.is_dev_recording(f[:-4])]
         sets["held-out recordings (dev)"] = {k: {n: lt.load_features(os.path.join(audio_dir, n + ".npz"), k)
                                                  for n in dev} for k in val}

@@ -40,7 +40,7 @@ def main() -> None:
         wav = media.load_audio(f, max_seconds=max(60.0, args.seconds))[: int(16000 * args.seconds)]
         chunks = [wav[i:i + 640] for i in range(0, len(wav), 640)]
         live = np.stack([fr.mouth for fr in pipe.stream(img, chunks, options=LiveOptions(head_motion="still"))])
-        off = pipe.render(img, wav, options=talkingface.RenderOptions(head_motion="still")).mouth_canonical
+        off = pipe.mouth_track(img, wav, options=talkingface.RenderOptions(head_motion="still"))  # render's track
         m = min(len(live), len(off))
         rows[os.path.basename(f)] = r = metrics.pearson(metrics.opening(live[:m], iod), metrics.opening(off[:m], iod))
         print(f"{os.path.basename(f)[:48]:48s} {m:5d} frames  r {r:.3f}", flush=True)

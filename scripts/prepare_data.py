@@ -26,9 +26,11 @@ def main() -> None:
                     help="only add streamable Whisper features (the live landmark model's) to --out")
     ap.add_argument("--stream-window", type=int, default=LIVE_WINDOW.window, metavar="FRAMES",
                     help="video frames of audio per streaming encoder pass (default: %(default)s = 4 s)")
+    ap.add_argument("--stream-block", type=int, default=LIVE_WINDOW.block, metavar="FRAMES",
+                    help="video frames per streaming encoder pass (default: %(default)s)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    window = StreamWindow(window=args.stream_window)
+    window = StreamWindow(block=args.stream_block, window=args.stream_window)
     if args.add_stream_features:
         print(f"added {window.key} features to {add_stream_features(args.out, window)} files in {args.out}")
         return

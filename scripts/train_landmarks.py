@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--stream-window", type=int, default=LIVE_WINDOW.window, metavar="FRAMES",
                     help="with --feature whisper_stream: video frames of audio per encoder pass, stored in the "
                          "checkpoint for the live path (default: %(default)s = 4 s; 50 = the 2 s of live-v1/v2)")
+    ap.add_argument("--stream-block", type=int, default=LIVE_WINDOW.block, metavar="FRAMES",
+                    help="with --feature whisper_stream: video frames per encoder pass (default: %(default)s; "
+                         "a smaller block waits less for its audio and costs more encoder passes)")
     ap.add_argument("--av-offsets-from", metavar="CHECKPOINT",
                     help="take the training clips' audio/video offsets from this checkpoint (they belong to the "
                          "clips; a causal first-pass model would estimate them late) instead of estimating them")
@@ -143,7 +146,8 @@ def main() -> None:
         return
     config = LandmarkConfig(feature_kind=args.feature, hidden=args.hidden, n_pca=args.pca, dropout=args.dropout,
                             bidirectional=not args.causal, conv_kernel=args.conv_kernel,
-                            **({"stream_window": args.stream_window} if args.feature == "whisper_stream" else {}))
+                            **({"stream_window": args.stream_window, "stream_block": args.stream_block}
+                               if args.feature == "whisper_stream" else {}))
     clips = lt.load_clips(args.data, config.data_key)
     config = dataclasses.replace(config, feature_dim=clips[0].feats.shape[1])
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,16 @@ class StreamWindow:
             return "whisper_stream"
         extra = "" if (self.block, self.lookahead) == (4, 1) else f"_b{self.block}_l{self.lookahead}"
         return f"whisper_stream_w{self.window}{extra}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "StreamWindow | None":
+        """The window a feature name (``key``) stands for; None for features that are not streamable."""
+        if key == "whisper_stream":
+            return cls()
+        m = re.fullmatch(r"whisper_stream_w(\d+)(?:_b(\d+)_l(\d+))?", key)
+        if m is None:
+            return None
+        return cls(int(m[2] or 4), int(m[1]), int(m[3] or 1))
 
 
 # The window the live landmark models are trained on and run with (landmarks-live-v3): 4 s of audio per encoder

@@ -187,11 +187,11 @@ def bench_live(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - clock["t0"]
     lat = np.array(stats.latencies) * 1000
     tenth = max(1, len(lat) // 10)
-    offline = pipe.render(image, wav, options=RenderOptions(head_motion="still"))
-    m = min(len(mouths), offline.n_frames)
+    offline = pipe.mouth_track(image, wav, options=RenderOptions(head_motion="still"))  # what render would paint
+    m = min(len(mouths), len(offline))
     iod = metrics.canonical_iod()
     live_open = metrics.opening(np.stack(mouths[:m]), iod)
-    off_open = metrics.opening(offline.mouth_canonical[:m], iod)
+    off_open = metrics.opening(offline[:m], iod)
     r = metrics.pearson(live_open, off_open)
     seg = 30 * 25  # does the lip sync hold over a long stream? r per 30 s
     r_seg = [metrics.pearson(live_open[i: i + seg], off_open[i: i + seg]) for i in range(0, m - seg + 1, seg)]

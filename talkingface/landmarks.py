@@ -120,7 +120,7 @@ class LandmarkModel(nn.Module):
 class LandmarkEnsemble(nn.Module):
     """Several landmark models of one config trained apart (``LandmarkConfig.members``), whose predictions in
     centimetres are averaged: the offline model is three of one recipe with other seeds (landmarks-v2,
-    docs/EVALUATION.md), the live model three distilled students (landmarks-live-v6, docs/LIVE.md); each follows
+    docs/EVALUATION.md), the live model three distilled students (landmarks-live-v7, docs/LIVE.md); each follows
     the real mouths or its teacher better than any of its members alone. Build it from trained models with
     ``from_models``; checkpoints hold the members' tensors as ``members.<i>.*``."""
 

@@ -7,18 +7,20 @@
 The offline renderer reads the whole utterance (its landmark model is bidirectional); this path is causal from end
 to end, on the same stages:
 
-1. ``audio.StreamingWhisper``: Whisper's encoder on 4 s windows (the window is part of the live model's
-   config), one pass per 4 frames (160 ms), each window ending 1 frame after its block. A file gets exactly
-   the features its live stream gets.
-2. ``landmarks.open_stream``: a unidirectional landmark model (``landmarks-live-v6``: three students trained on
-   those features, averaged) run frame by frame with its LSTM state; it sees 3 frames of features ahead.
-3. A causal speech gate (``LiveGate``): speech-band energy against the loudest frame so far and Silero VAD's
-   voice probability, both streamed; the mouth rests where nobody speaks.
+1. ``audio.StreamingWhisper``: Whisper's encoder on 4 s windows, one pass per 2 frames (80 ms), each window
+   ending 1 frame after its block (window, block and lookahead are part of the live model's config). A file gets
+   exactly the features its live stream gets.
+2. ``landmarks.open_stream``: a unidirectional landmark model (``landmarks-live-v7``: three students trained on
+   those features, averaged) run frame by frame with its LSTM state; it sees 4 frames of features ahead.
+3. The speech gate (``LiveGate``): the offline gate's formula over speech-band energy against the loudest frame
+   so far and Silero VAD's voice probability, both streamed, from the audio each frame waits for anyway (2-5
+   frames past it with ``landmarks-live-v7``); the mouth rests where nobody speaks.
 4. The mouth stage (talkingface.mouth, as in ``render``) and the head motion and blinks (talkingface.motion: an
    idle-level plan, since the coming speech is unknown), per frame.
 
 Output frame t shows the prediction for frame t - sync_delay (the delay the landmark model's training chose),
-so the frame needs features up to t - delay + 2 and audio up to one block plus one frame past that.
+so the frame needs features up to t - delay + kernel // 2 (t + 2 for ``landmarks-live-v7``) and the audio up to
+the end of their encoder block plus the window's lookahead (``LiveSession.gate_last``).
 
 ``LiveSession`` is the push interface (``push(samples) -> frames``, ``flush()``); ``stream`` wraps it for an
 iterator of chunks and, with ``realtime=True``, paces it by the wall clock: a producer that stalls gets
@@ -41,10 +43,11 @@ from . import audio as audio_mod
 from . import checkpoints, face, media, mouth
 from .errors import InputError
 from .landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel, build, open_stream
+from .pipeline import _smooth_gate
 
 log = logging.getLogger(__name__)
 
-LIVE_MODEL = "landmarks-live-v6"
+LIVE_MODEL = "landmarks-live-v7"
 SPF = audio_mod.SAMPLES_PER_FRAME  # 640 samples per video frame at 25 fps
 
 
@@ -98,16 +101,17 @@ class LiveStats:
 
 
 class LiveGate:
-    """The speech gate of ``Pipeline.predict_mouth`` made causal. A frame is speech when its speech-band energy is
-    above -60 dB and within 30 dB of the loudest frame so far, and Silero VAD heard a voice within 3 frames before
-    it (or the one after, where that audio is in). Like the offline gate it opens ``EARLY`` (2) frames before the
-    speech: frame t's gate looks at the audio up to frame t + 2, which a live frame waits for anyway (its mouth
-    needs features up to t + 1 from a Whisper window reaching one frame further), so opening early costs no
-    latency. It closes over 4 frames after the last speech frame. (The offline gate's opening ramp before those
-    2 frames would need more of the future.)"""
+    """The speech gate of ``Pipeline.predict_mouth`` computed from the audio heard so far. A frame is speech when
+    its speech-band energy is above -60 dB and within 30 dB of the loudest frame heard (offline: of the clip's
+    99th percentile) and Silero VAD's voice probability of a frame within 3 of it is above 0.5 (offline the same,
+    ``audio.speech_mask``). Frame t's gate is the offline formula (``pipeline._smooth_gate``: the speech widened by
+    2 frames, then a Hann ramp of 4, clipped at 1) over the speech up to frame ``last``, the audio a live frame
+    waits for anyway (its mouth needs features of an encoder block that ends past it: ``LiveSession.gate_last``);
+    later frames count as silence. With ``REACH`` (6) frames ahead it is the offline gate exactly (opening 4 frames
+    before the speech, with a ramp of 2 more); with fewer it opens later (with 2, at 2 frames before the speech)
+    and closes the same. The values do not depend on how the audio was chunked."""
 
-    RELEASE = np.hanning(2 * 4 + 3)[1:-1][5:]  # the falling half of the offline gate's kernel (4 frames)
-    EARLY = 2  # frames the gate opens before the speech (pipeline._smooth_gate's attack)
+    REACH = 6  # frames after t that the offline gate of frame t depends on (attack 2 + release 4)
 
     def __init__(self):
         from scipy import signal
@@ -120,10 +124,10 @@ class LiveGate:
         self._pending = np.zeros(0, np.float32)  # samples not yet in a whole frame
         self._vad_pending = np.zeros(0, np.float32)  # samples not yet in a whole Silero chunk
         self._vad_probs: list[float] = []  # one per 512-sample chunk
-        self.loud: list[bool] = []  # per frame
-        self._peak = -np.inf
-        self.gate: list[float] = []
-        self._since_speech = 10**6
+        self._energy: list[float] = []  # speech-band energy per frame, dB
+        self._peaks: list[float] = []  # the loudest frame up to each frame, dB
+        self._voiced_frames: list[bool] = []  # _voiced of the frames whose Silero chunks are all in
+        self._gate: dict[int, float] = {}
 
     def push(self, samples: np.ndarray) -> None:
         from scipy import signal
@@ -134,8 +138,8 @@ class LiveGate:
             band, self._zi = signal.sosfilt(self._sos, x[: n * SPF].astype(np.float64), zi=self._zi)
             e = 10 * np.log10(np.mean(band.reshape(n, SPF) ** 2, axis=1) + 1e-10)
             for v in e:
-                self._peak = max(self._peak, float(v))
-                self.loud.append(bool(v > -60.0 and v > self._peak - 30.0))
+                self._energy.append(float(v))
+                self._peaks.append(max(self._peaks[-1] if self._peaks else -np.inf, float(v)))
         self._pending = x[n * SPF:]
         if self._session is not None:
             y = np.concatenate([self._vad_pending, samples])
@@ -149,30 +153,51 @@ class LiveGate:
                 self._vad_probs.append(float(np.asarray(out).ravel()[0]))
             self._vad_pending = y[m * audio_mod.SILERO_CHUNK:]
 
-    def _voice(self, t: int, last: int) -> bool:
-        """Silero heard a voice from 3 frames before frame t to the one after it, but not past frame ``last``."""
+    def _voiced(self, k: int, last: int) -> bool:
+        """Silero's voice probability of frame k above 0.5: the mean over the frame's samples of the probabilities
+        of the chunks covering it (as ``audio.voice_probability``), over the chunks that end inside frame ``last``
+        (what is in then does not depend on how the audio was chunked); False if none does yet."""
+        chunk = audio_mod.SILERO_CHUNK
+        c0, c1 = k * SPF // chunk, ((k + 1) * SPF - 1) // chunk
+        complete = (c1 + 1) * chunk <= (last + 1) * SPF
+        if complete and k < len(self._voiced_frames):
+            return self._voiced_frames[k]
+        c1 = c1 if complete else (last + 1) * SPF // chunk - 1
+        total = weight = 0.0
+        for c in range(c0, c1 + 1):  # at most 3 chunks overlap a frame
+            w = min((c + 1) * chunk, (k + 1) * SPF) - max(c * chunk, k * SPF)
+            total += w * self._vad_probs[c]
+            weight += w
+        voiced = weight > 0 and total / weight > 0.5
+        if complete and k == len(self._voiced_frames):  # final: kept (frames complete in order)
+            self._voiced_frames.append(voiced)
+        return voiced
+
+    def _speech(self, j: int, last: int) -> bool:
+        """Frame j is speech, decided from the audio up to frame ``last``: loud (above -60 dB and within 30 dB of
+        the loudest frame up to ``last``), and a voice within 3 frames."""
+        e = self._energy[j]
+        if not (e > -60.0 and e > self._peaks[last] - 30.0):
+            return False
         if self._session is None:
             return True
-        lo = max(0, (t - 3) * SPF // audio_mod.SILERO_CHUNK)
-        hi = -(-(min(t + 1, last) + 1) * SPF // audio_mod.SILERO_CHUNK)
-        # only Silero chunks that end inside frame ``last``: what is in does not depend on how the audio was chunked
-        hi = min(len(self._vad_probs), hi, (last + 1) * SPF // audio_mod.SILERO_CHUNK)
-        return any(p > 0.5 for p in self._vad_probs[lo:hi])
+        return any(self._voiced(k, last) for k in range(max(0, j - 3), min(j + 3, last) + 1))
 
-    def known(self) -> int:
-        """Frames whose gate value can be decided now (their audio and the next ``EARLY`` frames' are in)."""
-        return max(0, len(self.loud) - self.EARLY)
+    def heard(self) -> int:
+        """Whole frames of audio heard so far."""
+        return len(self._energy)
 
-    def value(self, t: int) -> float:
-        """Gate of frame t (frames in order, t < known())."""
-        while len(self.gate) <= t:
-            k = len(self.gate)
-            last = min(k + self.EARLY, len(self.loud) - 1)  # the audio this frame's decision may use
-            speech = any(self.loud[j] and self._voice(j, last) for j in range(k, last + 1))
-            self._since_speech = 0 if speech else self._since_speech + 1
-            s = self._since_speech
-            self.gate.append(1.0 if s <= 2 else float(self.RELEASE[s - 3]) if s - 3 < len(self.RELEASE) else 0.0)
-        return self.gate[t]
+    def value(self, t: int, last: int) -> float:
+        """Gate of frame t from the audio up to frame ``last`` (>= t; the frames up to it must have been heard)."""
+        if t not in self._gate:
+            last = min(last, t + self.REACH)
+            lo = t - self.REACH
+            speech = np.zeros(2 * self.REACH + 1, bool)  # frames t - REACH .. t + REACH
+            for j in range(max(0, lo), last + 1):
+                speech[j - lo] = self._speech(j, last)
+            self._gate[t] = float(_smooth_gate(speech)[self.REACH])
+            self._gate.pop(t - 4 * self.REACH, None)  # frames are asked for in order: keep the cache small
+        return self._gate[t]
 
 
 def load_live_model(directory) -> tuple[LandmarkModel | LandmarkEnsemble, int]:
@@ -268,7 +293,7 @@ class LiveSession:
             self._add_preds(preds)
             pad = (-self._n_samples) % SPF
             # completes the last frame, and the ones after it that decide its gate
-            self.gate.push(np.zeros(pad + LiveGate.EARLY * SPF, np.float32))
+            self.gate.push(np.zeros(pad + LiveGate.REACH * SPF, np.float32))
             self._ended = True
 
     def _add_preds(self, preds: torch.Tensor) -> None:
@@ -286,9 +311,22 @@ class LiveSession:
     def _ready(self) -> int:
         if self._ended:
             upto = self.n_frames()
-        else:  # frame t shows prediction t - delay and needs its own audio (and the next EARLY frames', for the gate)
-            upto = min(len(self._preds) + self.delay, self.gate.known(), self._n_samples // SPF)
+        else:  # frame t shows prediction t - delay and needs its own audio (and gate_last(t)'s, for the gate)
+            upto = min(len(self._preds) + self.delay, self._n_samples // SPF)
+            while upto > self._next and self.gate_last(upto - 1) >= self.gate.heard():
+                upto -= 1
         return max(0, upto - self._next)
+
+    def gate_last(self, t: int) -> int:
+        """The last frame of audio that frame t waits for anyway: frame t shows the prediction for t - delay, which
+        needs features up to kernel // 2 frames after it, which come with their encoder block plus the window's
+        lookahead (``audio.StreamWindow``). The gate of frame t may look that far ahead at no cost in latency:
+        3-4 frames with 2-frame blocks, 4 frames ahead and 1 of lookahead (``landmarks-live-v7``; 2-5 with the
+        4-frame blocks and 3 ahead of v6); at most
+        ``LiveGate.REACH``, all the gate can use."""
+        c = self.model_config
+        f = max(t - self.delay, 0) + c.conv_kernel // 2
+        return min(t + LiveGate.REACH, max(t, (f // c.stream_block + 1) * c.stream_block + c.stream_lookahead - 1))
 
     def next_frame(self, *, render: bool = True) -> LiveFrame:
         """The next frame (``ready()`` must be > 0); render=False repeats the previous image (catching up)."""
@@ -301,7 +339,7 @@ class LiveSession:
 
     def _take(self) -> tuple[int, float, np.ndarray, np.ndarray]:
         t = self._next
-        gate = self.gate.value(t) if self.options.silence_gate else 1.0
+        gate = self.gate.value(t, self.gate_last(t)) if self.options.silence_gate else 1.0
         off = self._preds[min(max(t - self.delay, 0), len(self._preds) - 1)] if self._preds else 0.0
         clip = self._audio[:SPF]
         clip = np.pad(clip, (0, SPF - len(clip)))

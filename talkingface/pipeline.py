@@ -256,34 +256,13 @@ class Pipeline:
         """
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
-        # 1. inputs
-        img_name = str(image) if not isinstance(image, np.ndarray) else "<array>"
         check_output(output, [("image", image), ("audio", audio)])
-        img = media.load_image(image) if not isinstance(image, np.ndarray) else image
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise InputError(f"image {img_name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")
-        face.check_image_size(img.shape[1], img.shape[0], img_name)
-        img = self._fit_size(img, options.max_size)
-        wav, energy = load_speech(audio, max_seconds=options.max_audio_seconds)
-        timings["load"] = time.perf_counter() - t_start
-
-        # 2. the face: landmarks, pose, resting mouth
+        img, img_name, wav, energy, det, n_faces, frame, own, mouth_canon = self._track(
+            image, audio, options, timings, phonemes)
         t0 = time.perf_counter()
-        det, n_faces = self.analyze_face(img, img_name, options.face_index)
-        frame = face.FaceFrame.fit(det.landmarks)
-        own = frame.to_canonical(det.landmarks[face.MOUTH])  # (59, 3) the photo's own mouth
-        # the mouth stage rests on a neutral closed mouth (unless asked to keep the photo's expression)
-        neutral = own if self.painter is None else mouth.neutral_rest(own, 1.0 - options.keep_expression)
         paint = (self._photo_painter(img, det, frame, own) if self.painter is not None
                  else self._photo_generator(img, det, frame))
-        timings["face"] = time.perf_counter() - t0
-
-        # 3. mouth landmarks from audio, placed into the image by the face's pose
-        mouth_canon = self.predict_mouth(wav, neutral, motion_scale=options.motion_scale,
-                                         silence_gate=options.silence_gate, timings=timings, energy=energy,
-                                         phonemes=phonemes)  # (T, 59, 3)
-        if self.painter is not None:  # the mouth stage's temporal smoothing of its targets (MouthOptions.smooth)
-            mouth_canon = self.painter.smooth_track(mouth_canon)
+        timings["face"] += time.perf_counter() - t0
         n = len(mouth_canon)
         mouth_img = frame.to_image(mouth_canon.reshape(-1, 3)).reshape(n, -1, 3)[..., :2].astype(np.float32)
         # head motion and blinks: a geometric step on each painted frame (the mouth is painted on the still photo
@@ -342,6 +321,44 @@ class Pipeline:
             mouth_landmarks=mouth_out, mouth_canonical=mouth_canon.astype(np.float32), face_box=det.box,
             n_faces=n_faces, frames=frames_out, timings=timings, motion=plan,
         )
+
+    @_exclusive
+    def mouth_track(self, image: str | os.PathLike | np.ndarray, audio: str | os.PathLike | np.ndarray, *,
+                    options: RenderOptions = RenderOptions(), phonemes=None) -> np.ndarray:
+        """The mouth track ``render`` would paint for these inputs, (T, 59, 3) canonical cm (its
+        ``mouth_canonical``), without painting a frame: for measuring lip sync (``benchmark --live``,
+        scripts/eval_live_stream.py)."""
+        return self._track(image, audio, options, {}, phonemes)[-1].astype(np.float32)
+
+    def _track(self, image, audio, options: RenderOptions, timings: dict[str, float], phonemes):
+        """render's steps 1-3: the inputs, the face and its resting mouth, the mouth track from the audio."""
+        t_start = time.perf_counter()
+        # 1. inputs
+        img_name = str(image) if not isinstance(image, np.ndarray) else "<array>"
+        img = media.load_image(image) if not isinstance(image, np.ndarray) else image
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(f"image {img_name} must be RGB uint8 (H, W, 3), got {img.shape} {img.dtype}")
+        face.check_image_size(img.shape[1], img.shape[0], img_name)
+        img = self._fit_size(img, options.max_size)
+        wav, energy = load_speech(audio, max_seconds=options.max_audio_seconds)
+        timings["load"] = time.perf_counter() - t_start
+
+        # 2. the face: landmarks, pose, resting mouth
+        t0 = time.perf_counter()
+        det, n_faces = self.analyze_face(img, img_name, options.face_index)
+        frame = face.FaceFrame.fit(det.landmarks)
+        own = frame.to_canonical(det.landmarks[face.MOUTH])  # (59, 3) the photo's own mouth
+        # the mouth stage rests on a neutral closed mouth (unless asked to keep the photo's expression)
+        neutral = own if self.painter is None else mouth.neutral_rest(own, 1.0 - options.keep_expression)
+        timings["face"] = time.perf_counter() - t0
+
+        # 3. mouth landmarks from audio, placed into the image by the face's pose
+        mouth_canon = self.predict_mouth(wav, neutral, motion_scale=options.motion_scale,
+                                         silence_gate=options.silence_gate, timings=timings, energy=energy,
+                                         phonemes=phonemes)  # (T, 59, 3)
+        if self.painter is not None:  # the mouth stage's temporal smoothing of its targets (MouthOptions.smooth)
+            mouth_canon = self.painter.smooth_track(mouth_canon)
+        return img, img_name, wav, energy, det, n_faces, frame, own, mouth_canon
 
     def stream(self, image, chunks, **kwargs):
         """Live: frames as the audio ``chunks`` arrive (talkingface.live.stream: sample_rate, options (LiveOptions),

@@ -226,6 +226,23 @@ def test_audio_only_recordings_for_distillation(tmp_path, grid_wav_path):
     assert not c.valid.any() and c.teacher.shape == (len(c.feats), 59 * 3)
     np.testing.assert_allclose(c.teacher, lt.distillation_targets(teacher, d["whisper"]), atol=1e-6)
 
+    # another window (a live model with 2-frame encoder passes): its features join the recordings as side files,
+    # equal to a live stream's of the same audio; the prepared files stay as they were
+    from talkingface import audio as audio_mod
+    from talkingface import media
+
+    small = audio_mod.StreamWindow(block=2, window=100)
+    assert audio_mod.StreamWindow.from_key(small.key) == small and audio_mod.StreamWindow.from_key("whisper") is None
+    two = lt.audio_only_clips(str(folder), str(out), small.key, teacher)
+    assert (out / "spk_x_a.npz").stat().st_mtime_ns == stamp
+    assert (out / f"spk_x_a.{small.key}.npy").exists() and not list(out.glob("*.tmp*"))
+    wav = media.load_audio(str(folder / "spk_x_a.wav"))
+    stream = audio_mod.StreamingWhisper(audio_mod.WhisperEncoder(), small)
+    live = np.concatenate([stream.push(wav[i:i + 1000]) for i in range(0, len(wav), 1000)] + [stream.flush()])
+    n = len(two[0].feats)
+    np.testing.assert_allclose(two[0].feats, live[:n], atol=1e-5)
+    assert not np.allclose(two[0].feats, c.feats)  # not the 4-frame window's rows
+
 
 def test_speed_perturbed_recordings(tmp_path, grid_wav_path):
     """Speed perturbation for distillation: a tone at 1.1x is 10 % higher and the audio 1/1.1 as long; the recordings

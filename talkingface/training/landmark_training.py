@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import audio as audio_mod
 from .. import metrics
 from ..landmarks import LandmarkConfig, LandmarkEnsemble, LandmarkModel
 
@@ -202,7 +203,8 @@ def audio_only_clips(folder: str, prepared_audio: str, features: str, teacher: L
 
     clips = []
     tag = "" if speed == 1.0 else f"@speed{speed:g}"
-    for name in prepare_audio_folder(folder, prepared_audio, speed=speed):
+    window = audio_mod.StreamWindow.from_key(features) or audio_mod.LIVE_WINDOW
+    for name in prepare_audio_folder(folder, prepared_audio, window, speed=speed):
         if is_dev_recording(name) != dev:
             continue
         path = os.path.join(prepared_audio, name + ".npz")

@@ -134,13 +134,29 @@ def add_stream_features(out_dir: str, window: audio_mod.StreamWindow = audio_mod
                 continue
             n = len(d["energy"])
         stream = stream or audio_mod.StreamingWhisper(audio_mod.WhisperEncoder(), window)
-        feats = stream(media.load_audio(source))
-        feats = np.concatenate([feats, np.repeat(feats[-1:], max(0, n - len(feats)), axis=0)])[:n]
-        tmp = side + ".tmp.npy"
-        np.save(tmp, feats)
-        os.replace(tmp, side)
+        _save_side(npz, window.key, stream(media.load_audio(source)), n)
         done += 1
     return done
+
+
+def _lacks_features(npz: str, key: str) -> bool:
+    """Whether a prepared ``<name>.npz`` exists without features ``key``, inside it or as its side file."""
+    if not os.path.exists(npz):
+        return True
+    with np.load(npz) as d:
+        if key in d.files:
+            return False
+    return not os.path.exists(f"{npz[:-4]}.{key}.npy")
+
+
+def _save_side(npz: str, key: str, feats: np.ndarray, n: int) -> None:
+    """Features ``key`` of ``<name>.npz`` (n frames: the last row repeated or cut to fit) as the side file
+    ``<name>.<key>.npy`` (landmark_training.load_features reads it), written whole or not at all."""
+    feats = np.concatenate([feats, np.repeat(feats[-1:], max(0, n - len(feats)), axis=0)])[:n]
+    side = f"{npz[:-4]}.{key}.npy"
+    tmp = side + ".tmp.npy"
+    np.save(tmp, feats)
+    os.replace(tmp, side)
 
 
 AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
@@ -183,10 +199,10 @@ def prepare_audio_folder(folder: str, out_dir: str,
             log.info("skipping %s: it names a validation speaker", p.name)
             continue
         path = os.path.join(out_dir, f"{p.stem}.npz")
+        if encoder is None and _lacks_features(path, window.key):
+            encoder = audio_mod.WhisperEncoder()
+            stream = audio_mod.StreamingWhisper(encoder, window)
         if not os.path.exists(path):
-            if encoder is None:
-                encoder = audio_mod.WhisperEncoder()
-                stream = audio_mod.StreamingWhisper(encoder, window)
             wav = change_speed(media.load_audio(str(p)), speed)
             feats = {"whisper": encoder(wav), window.key: stream(wav),
                      "logmel": audio_mod.logmel_features(wav), "energy": audio_mod.speech_energy(wav)}
@@ -194,6 +210,10 @@ def prepare_audio_folder(folder: str, out_dir: str,
             tmp = os.path.join(out_dir, f".{p.stem}.tmp.npz")
             np.savez(tmp, **{k: v[:n] for k, v in feats.items()})
             os.replace(tmp, path)
+        elif _lacks_features(path, window.key):  # prepared for another window: this one as a side file
+            with np.load(path) as d:
+                n = len(d["energy"])
+            _save_side(path, window.key, stream(change_speed(media.load_audio(str(p)), speed)), n)
         sources[p.stem] = str(p)
     tmp = os.path.join(out_dir, ".sources.json.tmp")
     with open(tmp, "w") as f:
