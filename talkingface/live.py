@@ -293,7 +293,8 @@ class LiveSession:
             self._add_preds(preds)
             pad = (-self._n_samples) % SPF
             # completes the last frame, and the ones after it that decide its gate
-            self.gate.push(np.zeros(pad + LiveGate.REACH * SPF, np.float32))
+            # (n_video_frames rounds up: an empty stream still has one frame, with REACH frames after it)
+            self.gate.push(np.zeros(pad + (LiveGate.REACH + 1) * SPF, np.float32))
             self._ended = True
 
     def _add_preds(self, preds: torch.Tensor) -> None:
