@@ -13,7 +13,7 @@ to end, on the same stages:
 2. ``landmarks.open_stream``: a unidirectional landmark model (``landmarks-live-v7``: three students trained on
    those features, averaged) run frame by frame with its LSTM state; it sees 4 frames of features ahead.
 3. The speech gate (``LiveGate``): the offline gate's formula over speech-band energy against the loudest frame
-   so far and Silero VAD's voice probability, both streamed, from the audio each frame waits for anyway (2-5
+   heard and Silero VAD's voice probability, both streamed, from the audio each frame waits for anyway (3-4
    frames past it with ``landmarks-live-v7``); the mouth rests where nobody speaks.
 4. The mouth stage (talkingface.mouth, as in ``render``) and the head motion and blinks (talkingface.motion: an
    idle-level plan, since the coming speech is unknown), per frame.
@@ -323,8 +323,7 @@ class LiveSession:
         needs features up to kernel // 2 frames after it, which come with their encoder block plus the window's
         lookahead (``audio.StreamWindow``). The gate of frame t may look that far ahead at no cost in latency:
         3-4 frames with 2-frame blocks, 4 frames ahead and 1 of lookahead (``landmarks-live-v7``; 2-5 with the
-        4-frame blocks and 3 ahead of v6); at most
-        ``LiveGate.REACH``, all the gate can use."""
+        4-frame blocks and 3 ahead of v6); at most ``LiveGate.REACH``, all the gate can use."""
         c = self.model_config
         f = max(t - self.delay, 0) + c.conv_kernel // 2
         return min(t + LiveGate.REACH, max(t, (f // c.stream_block + 1) * c.stream_block + c.stream_lookahead - 1))

@@ -128,10 +128,9 @@ def add_stream_features(out_dir: str, window: audio_mod.StreamWindow = audio_mod
     stream = None
     done = 0
     for npz, source in tqdm(jobs, desc=f"stream features ({window.key})", unit="file"):
-        side = f"{npz[:-4]}.{window.key}.npy"
+        if not _lacks_features(npz, window.key):
+            continue
         with np.load(npz) as d:
-            if window.key in d.files or os.path.exists(side):
-                continue
             n = len(d["energy"])
         stream = stream or audio_mod.StreamingWhisper(audio_mod.WhisperEncoder(), window)
         _save_side(npz, window.key, stream(media.load_audio(source)), n)
@@ -199,21 +198,22 @@ def prepare_audio_folder(folder: str, out_dir: str,
             log.info("skipping %s: it names a validation speaker", p.name)
             continue
         path = os.path.join(out_dir, f"{p.stem}.npz")
-        if encoder is None and _lacks_features(path, window.key):
-            encoder = audio_mod.WhisperEncoder()
-            stream = audio_mod.StreamingWhisper(encoder, window)
-        if not os.path.exists(path):
+        if _lacks_features(path, window.key):
+            if encoder is None:
+                encoder = audio_mod.WhisperEncoder()
+                stream = audio_mod.StreamingWhisper(encoder, window)
             wav = change_speed(media.load_audio(str(p)), speed)
-            feats = {"whisper": encoder(wav), window.key: stream(wav),
-                     "logmel": audio_mod.logmel_features(wav), "energy": audio_mod.speech_energy(wav)}
-            n = min(len(v) for v in feats.values())
-            tmp = os.path.join(out_dir, f".{p.stem}.tmp.npz")
-            np.savez(tmp, **{k: v[:n] for k, v in feats.items()})
-            os.replace(tmp, path)
-        elif _lacks_features(path, window.key):  # prepared for another window: this one as a side file
-            with np.load(path) as d:
-                n = len(d["energy"])
-            _save_side(path, window.key, stream(change_speed(media.load_audio(str(p)), speed)), n)
+            if not os.path.exists(path):
+                feats = {"whisper": encoder(wav), window.key: stream(wav),
+                         "logmel": audio_mod.logmel_features(wav), "energy": audio_mod.speech_energy(wav)}
+                n = min(len(v) for v in feats.values())
+                tmp = os.path.join(out_dir, f".{p.stem}.tmp.npz")
+                np.savez(tmp, **{k: v[:n] for k, v in feats.items()})
+                os.replace(tmp, path)
+            else:  # prepared for another window: this one as a side file
+                with np.load(path) as d:
+                    n = len(d["energy"])
+                _save_side(path, window.key, stream(wav), n)
         sources[p.stem] = str(p)
     tmp = os.path.join(out_dir, ".sources.json.tmp")
     with open(tmp, "w") as f:
